@@ -1,0 +1,1 @@
+"""The engine: trace levels, the primitive registry, reverse and forward mode, pytrees."""

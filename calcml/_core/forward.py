@@ -1,0 +1,80 @@
+"""Forward mode: each value carries its tangent; the tangent is computed eagerly, no tape.
+
+A tangent may carry leading batch axes (``batch_shape`` of the trace), so that a forward-mode
+Jacobian or Hessian pushes all basis vectors through in one pass.  ``None`` stands for a zero
+tangent, which costs nothing.  The output tangent is broadcast, in one place, to
+``batch_shape + out.shape`` when a rule's result is narrower (an argument that was broadcast).
+"""
+
+from __future__ import annotations
+
+from .trace import Box, bind
+
+__all__ = ["ForwardTrace", "ForwardBox"]
+
+# Installed by calcml.ops at import time.
+_add = None
+_reshape = None
+_broadcast_to = None
+
+
+class ForwardBox(Box):
+    """A value followed by a forward-mode trace, with its tangent."""
+
+    __slots__ = ("_tangent",)
+
+    def __init__(self, value, trace, tangent):
+        self._value = value
+        self._trace = trace
+        self._tangent = tangent
+
+
+def _shape(v):
+    return getattr(v, "shape", ())
+
+
+class ForwardTrace:
+    """A forward-mode trace whose tangents have leading axes ``batch_shape`` (maybe ``()``)."""
+
+    __slots__ = ("level", "batch_shape")
+
+    def __init__(self, level, batch_shape=()):
+        self.level = level
+        self.batch_shape = tuple(batch_shape)
+
+    def process(self, prim, args, params):
+        vals = list(args)
+        tans = None
+        for i, a in enumerate(args):
+            if isinstance(a, Box) and a._trace is self:
+                vals[i] = a._value
+                if tans is None:
+                    tans = [None] * len(args)
+                tans[i] = a._tangent
+        out = bind(prim, vals, params)
+        if tans is None or prim.jvps is None:
+            return out
+        bshape = self.batch_shape
+        if prim.jvp_joint is not None:
+            tout = prim.jvp_joint(tans, out, vals, params)
+        else:
+            tout = None
+            jvps = prim.jvps
+            for i, t in enumerate(tans):
+                if t is None:
+                    continue
+                rule = jvps[i]
+                if rule is None:
+                    continue
+                if bshape and prim.elementwise:
+                    xs, os = _shape(vals[i]), _shape(out)
+                    if len(xs) < len(os):
+                        t = _reshape(t, bshape + (1,) * (len(os) - len(xs)) + xs)
+                ti = rule(t, out, *vals, **params)
+                tout = ti if tout is None else _add(tout, ti)
+        if tout is None:
+            return out
+        want = bshape + _shape(out)
+        if _shape(tout) != want:
+            tout = _broadcast_to(tout, want)
+        return ForwardBox(out, self, tout)

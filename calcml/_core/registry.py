@@ -1,0 +1,115 @@
+"""The one registry of primitives and public operations.
+
+A :class:`Primitive` holds, side by side, its NumPy implementation, one reverse rule (VJP) and
+one forward rule (JVP) per argument.  Rules have the signatures::
+
+    vjp_i(g, out, *vals, **params) -> contribution to d(loss)/d(vals[i]), shaped like out
+                                      or broadcastable down to vals[i] (the backward pass
+                                      sums it to vals[i].shape in one place)
+    jvp_i(t, out, *vals, **params) -> contribution to the output tangent
+
+``None`` in place of a rule marks a non-differentiable argument (an integer index, a boolean
+condition).  Rules are written in calcml operations, never raw NumPy, so that they can be
+differentiated again.
+
+Tangents may carry leading *batch* axes (forward mode with many tangents at once).  For an
+``elementwise`` primitive the forward trace aligns a batched tangent by inserting unit axes, so
+the unbatched rule broadcasts correctly; every other primitive's JVP rule treats the leading
+axes of ``t`` beyond ``vals[i].ndim`` as batch axes itself (axes are kept negative for that).
+
+:class:`OpInfo` records a *public* operation, primitive or composite, with the sample inputs
+its tests use; the registry-driven test walks :data:`OPS` and checks every entry in both modes
+to second order, so an operation is covered the moment it is registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+__all__ = ["Primitive", "OpInfo", "Sample", "PRIMITIVES", "OPS", "defprim", "register"]
+
+PRIMITIVES: dict[str, "Primitive"] = {}
+OPS: dict[str, "OpInfo"] = {}
+
+
+class Primitive:
+    """An operation the engine differentiates directly (see module docstring)."""
+
+    __slots__ = ("name", "impl", "vjps", "jvps", "jvp_joint", "elementwise")
+
+    def __init__(self, name, impl, vjps, jvps, jvp_joint=None, elementwise=False):
+        self.name = name
+        self.impl = impl
+        self.vjps = vjps
+        self.jvps = jvps
+        self.jvp_joint = jvp_joint
+        self.elementwise = elementwise
+
+    def __repr__(self):
+        return f"<calcml primitive {self.name}>"
+
+
+class _EveryArg:
+    """Rules of a variadic primitive: one function ``rule(i, g, out, vals, params)``."""
+
+    __slots__ = ("rule",)
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def __getitem__(self, i):
+        rule = self.rule
+        return lambda *a, **params: rule(i, a[0], a[1], a[2:], params)
+
+
+def defprim(name, impl, vjps=None, jvps=None, *, vjp_every=None, jvp_every=None,
+            jvp_joint=None, elementwise=False):
+    """Create and register a primitive.
+
+    ``vjps``/``jvps`` are tuples with one rule per argument; a variadic primitive gives
+    ``vjp_every``/``jvp_every`` instead, called as ``rule(i, g, out, vals, params)``.
+    ``jvp_joint(tangents, out, vals, params)`` may replace the per-argument JVPs when the
+    output tangent is cheaper to form all at once.
+    """
+    if name in PRIMITIVES:
+        raise ValueError(f"calcml: primitive {name!r} is registered twice")
+    if vjp_every is not None:
+        vjps = _EveryArg(vjp_every)
+    if jvp_every is not None:
+        jvps = _EveryArg(jvp_every)
+    prim = Primitive(name, impl, vjps, jvps, jvp_joint, elementwise)
+    PRIMITIVES[name] = prim
+    return prim
+
+
+@dataclass
+class Sample:
+    """One test input of an operation: ``fn(*args, **kwargs)``, differentiated w.r.t. ``argnums``.
+
+    ``args`` holds float64 arrays; the tests cast them to the dtype under test.
+    """
+
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    argnums: tuple = (0,)
+    smooth: bool = True  # False: only first order is checked (kinks at sample points are avoided)
+
+
+@dataclass
+class OpInfo:
+    """A public operation: its function, its sample inputs and whether it is a primitive."""
+
+    name: str
+    fn: Callable
+    samples: Callable  # rng -> list[Sample]
+    primitive: bool = True
+    public: bool = True  # False: an operator (``+``, ``@``, indexing) or an internal helper
+
+
+def register(name, fn, samples, primitive=True, public=True):
+    """Record the operation ``name`` (``cm.<name>`` when public) with its test samples."""
+    if name in OPS:
+        raise ValueError(f"calcml: operation {name!r} is registered twice")
+    OPS[name] = OpInfo(name, fn, samples, primitive, public)
+    return fn

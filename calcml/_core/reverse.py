@@ -1,0 +1,119 @@
+"""Reverse mode: record a node per primitive call, then walk the nodes backwards.
+
+The backward pass collects the nodes reachable from the output with an explicit stack (never
+recursion, so a 100,000-op chain is fine), orders them by their creation number (parents are
+always made before children, so descending numbers are a reverse topological order), and
+pushes the cotangent through each node's VJP rules.  Two things happen here and nowhere else:
+
+* **unbroadcasting**: a rule may return a gradient shaped like the (broadcast) output; it is
+  summed down to the input's shape with ``sum_to``;
+* **accumulation**: gradients reaching a node along several paths are added.
+
+Both use calcml operations, so when the cotangent or the saved values are boxes of an outer
+trace the backward pass is itself differentiated.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+
+from .trace import Box, bind, new_seq
+
+__all__ = ["ReverseTrace", "ReverseBox", "backward_pass", "toposort"]
+
+# Installed by calcml.ops at import time (the engine knows no NumPy semantics of its own).
+_add = None
+_sum_to = None
+
+_seq_of = itemgetter(0)
+
+
+class ReverseBox(Box):
+    """A value followed by a reverse-mode trace, with the node that produced it."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, value, trace, node):
+        self._value = value
+        self._trace = trace
+        self._node = node
+
+
+class ReverseTrace:
+    """A reverse-mode trace: records a node for each primitive applied to its boxes."""
+
+    __slots__ = ("level",)
+
+    def __init__(self, level):
+        self.level = level
+
+    def process(self, prim, args, params):
+        vals = list(args)
+        parents = []
+        vjps = prim.vjps
+        for i, a in enumerate(args):
+            if isinstance(a, Box) and a._trace is self:
+                vals[i] = a._value
+                if vjps is not None and vjps[i] is not None:
+                    parents.append((i, a._node))
+        out = bind(prim, vals, params)
+        if not parents:
+            return out
+        return ReverseBox(out, self, (new_seq(), prim, vals, params, out, tuple(parents)))
+
+
+def toposort(root):
+    """Nodes reachable from ``root``, children before parents."""
+    seen = {root[0]}
+    stack = [root]
+    nodes = []
+    pop, push, add_seen = stack.pop, stack.append, seen.add
+    while stack:
+        n = pop()
+        nodes.append(n)
+        for _, p in n[5]:
+            s = p[0]
+            if s not in seen:
+                add_seen(s)
+                push(p)
+    nodes.sort(key=_seq_of, reverse=True)
+    return nodes
+
+
+def _shape(v):
+    return getattr(v, "shape", ())
+
+
+def backward_pass(root, seed):
+    """Propagate ``seed`` (d loss / d root output) to the leaves above ``root``.
+
+    Returns ``{leaf seq: (leaf node, gradient)}`` for every leaf that the output depends on.
+    """
+    grads = {root[0]: seed}
+    leaves = {}
+    add, sum_to = _add, _sum_to
+    for node in toposort(root):
+        seq = node[0]
+        g = grads.pop(seq, None)
+        if g is None:
+            continue
+        prim = node[1]
+        if prim is None:
+            leaves[seq] = (node, g)
+            continue
+        vals, params, out = node[2], node[3], node[4]
+        vjps = prim.vjps
+        for i, parent in node[5]:
+            try:
+                gi = vjps[i](g, out, *vals, **params)
+            except Exception as exc:
+                raise type(exc)(
+                    f"calcml: the reverse rule of {prim.name} (argument {i}) failed: {exc}"
+                ) from exc
+            shape = _shape(vals[i])
+            if _shape(gi) != shape:
+                gi = sum_to(gi, shape)
+            ps = parent[0]
+            prev = grads.get(ps)
+            grads[ps] = gi if prev is None else add(prev, gi)
+    return leaves

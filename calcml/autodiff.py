@@ -1,0 +1,470 @@
+"""The transforms: grad, value_and_grad, vjp, jvp, jacobian, hessian, hvp (JAX's vocabulary).
+
+Each transform opens a trace of a fresh level (see ``calcml._core.trace``), boxes the inputs it
+differentiates with respect to, runs the function and reads the derivative off the boxes.
+Because levels nest, the transforms compose: ``grad(grad(f))``, ``jacobian(grad(f))`` (the
+Hessian, forward-over-reverse), ``grad`` of a function that calls ``jvp``.
+
+Arguments differentiated may be arrays or lists/tuples/dicts of arrays; the derivative has the
+same structure.  Inputs must be floating point; float32 stays float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import backend
+from ._core.forward import ForwardBox, ForwardTrace
+from ._core.reverse import ReverseBox, ReverseTrace, backward_pass
+from ._core.trace import Box, leaf_node, new_level
+from ._core.tree import flatten, unflatten
+from .ops import reshape, stack, transpose
+
+__all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
+
+
+# --- input handling -----------------------------------------------------------------------
+
+def _as_float(x, fname, where):
+    """``x`` as a floating-point array (boxes of outer transforms pass through)."""
+    if isinstance(x, Box):
+        dt = x.dtype
+    else:
+        if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+            try:
+                x = np.asarray(x)
+            except Exception as e:  # pragma: no cover - exotic input
+                raise TypeError(f"calcml.{fname}: {where} is not an array ({e})") from None
+            if x.dtype.kind in "iub":
+                x = x.astype(np.float64)
+        dt = x.dtype
+    if np.dtype(dt).kind not in "fc":
+        raise TypeError(
+            f"calcml.{fname}: {where} has dtype {dt}; derivatives need floating-point inputs "
+            f"(convert with x.astype(np.float64) or np.float32)"
+        )
+    return x
+
+
+def _argnums(argnums, nargs, fname):
+    single = isinstance(argnums, (int, np.integer))
+    nums = (int(argnums),) if single else tuple(int(a) for a in argnums)
+    if not nums:
+        raise ValueError(f"calcml.{fname}: argnums must name at least one argument")
+    for a in nums:
+        if not -nargs <= a < nargs:
+            raise ValueError(
+                f"calcml.{fname}: argnums={argnums!r} but the function was called with "
+                f"{nargs} positional argument(s)"
+            )
+    return single, tuple(a % nargs for a in nums)
+
+
+def _finish(g, like):
+    """A gradient as the user receives it: a fresh array of ``like``'s shape and dtype."""
+    if isinstance(g, Box):
+        return g
+    xp = backend.get_xp(g, like)
+    g = xp.asarray(g)
+    dt = getattr(like, "dtype", g.dtype)
+    if g.dtype != dt or not g.flags.writeable or g.shape != like.shape:
+        g = xp.array(xp.broadcast_to(g, like.shape), dtype=dt)
+    return g
+
+
+def _zeros_like(v):
+    if isinstance(v, Box):
+        return np.zeros(v.shape, dtype=v.dtype)
+    return backend.get_xp(v).zeros_like(v)
+
+
+def _box_args(args, nums, trace, fname, make):
+    """Box the leaves of ``args[n]`` for n in ``nums``; returns new args and leaf records."""
+    args = list(args)
+    records = []
+    for n in nums:
+        leaves, td = flatten(args[n])
+        if not leaves:
+            raise ValueError(f"calcml.{fname}: argument {n} holds no array to differentiate")
+        vals = [_as_float(v, fname, f"argument {n}") for v in leaves]
+        boxes = [make(v) for v in vals]
+        args[n] = unflatten(td, boxes)
+        records.append((td, vals, boxes))
+    return args, records
+
+
+def _own(x, trace):
+    """The value under ``x`` if ``x`` is a box of ``trace``, else ``x`` itself."""
+    return x._value if isinstance(x, Box) and x._trace is trace else x
+
+
+def _check_scalar(out, fname):
+    if isinstance(out, tuple):
+        raise TypeError(
+            f"calcml.{fname}: the function returned a tuple; to return auxiliary data with "
+            f"the value, pass has_aux=True and return (value, aux)"
+        )
+    shape = getattr(out, "shape", None)
+    if shape is None:
+        if isinstance(out, (int, float)):
+            return
+        raise TypeError(f"calcml.{fname}: the function must return a scalar array, it "
+                        f"returned {type(out).__name__}")
+    if tuple(shape) != ():
+        dt = getattr(out, "dtype", "")
+        raise ValueError(
+            f"calcml.{fname}: the function must return a scalar, it returned an array of "
+            f"shape {tuple(shape)} ({dt}); use cm.jacobian or cm.vjp for non-scalar outputs, "
+            f"or reduce it (e.g. cm.sum)"
+        )
+
+
+def _split_aux(out, has_aux, fname):
+    if not has_aux:
+        return out, None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"calcml.{fname}: with has_aux=True the function must return "
+                        f"(value, aux)")
+    return out[0], out[1]
+
+
+def _strip(tree, trace):
+    leaves, td = flatten(tree)
+    return unflatten(td, [_own(v, trace) for v in leaves])
+
+
+def _seed_like(out):
+    return backend.ones((), getattr(out, "dtype", np.float64), like=_raw(out))
+
+
+def _raw(x):
+    while isinstance(x, Box):
+        x = x._value
+    return x
+
+
+# --- reverse mode -------------------------------------------------------------------------
+
+def _reverse(f, args, kwargs, nums, fname):
+    trace = ReverseTrace(new_level())
+    args, records = _box_args(args, nums, trace, fname,
+                              lambda v: ReverseBox(v, trace, leaf_node()))
+    return trace, f(*args, **kwargs), records
+
+
+def _gradients(trace, out, seed, records):
+    grads = {}
+    if isinstance(out, ReverseBox) and out._trace is trace:
+        grads = backward_pass(out._node, seed)
+    result = []
+    for td, vals, boxes in records:
+        gs = []
+        for v, b in zip(vals, boxes):
+            hit = grads.get(b._node[0])
+            gs.append(_finish(hit[1], v) if hit is not None else _zeros_like(v))
+        result.append(unflatten(td, gs))
+    return result
+
+
+def value_and_grad(f, argnums=0, has_aux=False):
+    """Return a function computing ``(f(*args), ∇f(*args))`` in one forward and backward pass.
+
+    Parameters
+    ----------
+    f : callable
+        A scalar-valued function written with calcml's operations.
+    argnums : int or tuple of int
+        Which positional arguments to differentiate; a tuple gives a tuple of gradients.
+    has_aux : bool
+        ``f`` returns ``(value, aux)``; the result is then ``((value, aux), gradient)``.
+
+    Notes
+    -----
+    Reverse mode: the forward pass records each primitive; the backward pass applies the
+    chain rule ∂L/∂x = Σ ∂L/∂y · ∂y/∂x from the output to the inputs, in reverse
+    topological order.  One backward pass gives the whole gradient, whatever the number of
+    inputs.
+
+    Examples
+    --------
+    >>> import calcml as cm, numpy as np
+    >>> cm.value_and_grad(lambda x: cm.sum(x ** 2))(np.array([1.0, 2.0]))
+    (np.float64(5.0), array([2., 4.]))
+    """
+
+    def wrapped(*args, **kwargs):
+        single, nums = _argnums(argnums, len(args), "grad")
+        trace, out, records = _reverse(f, args, kwargs, nums, "grad")
+        out, aux = _split_aux(out, has_aux, "grad")
+        _check_scalar(out, "grad")
+        value = _own(out, trace)
+        if np.dtype(getattr(value, "dtype", np.float64)).kind not in "fc":
+            raise TypeError(f"calcml.grad: the function returned dtype {value.dtype}; "
+                            "a gradient needs a floating-point output")
+        gs = _gradients(trace, out, _seed_like(value), records)
+        g = gs[0] if single else tuple(gs)
+        if has_aux:
+            return (value, _strip(aux, trace)), g
+        return value, g
+
+    wrapped.__name__ = f"value_and_grad({getattr(f, '__name__', 'f')})"
+    wrapped.__doc__ = f.__doc__
+    return wrapped
+
+
+def grad(f, argnums=0, has_aux=False):
+    """Return a function computing the gradient of scalar ``f`` with respect to ``argnums``.
+
+    See :func:`value_and_grad` for the parameters.  With ``has_aux=True`` the result is
+    ``(gradient, aux)``.
+
+    Examples
+    --------
+    >>> import calcml as cm, numpy as np
+    >>> cm.grad(lambda x: cm.sum(cm.sin(x)))(np.array([0.0]))
+    array([1.])
+    """
+    vg = value_and_grad(f, argnums, has_aux)
+
+    def wrapped(*args, **kwargs):
+        value, g = vg(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
+
+    wrapped.__name__ = f"grad({getattr(f, '__name__', 'f')})"
+    wrapped.__doc__ = f.__doc__
+    return wrapped
+
+
+def vjp(f, *primals, has_aux=False):
+    """Run ``f(*primals)`` and return ``(out, vjp_fn)``; ``vjp_fn(cotangent)`` gives
+    ``cotangentᵀ J``, one array (or tree) per primal, as a tuple.
+
+    Notes
+    -----
+    For y = f(x) with Jacobian J = ∂y/∂x, the vector-Jacobian product uᵀJ is what one backward
+    pass computes; ``vjp_fn`` may be called many times on the one recorded graph.
+    """
+    if not primals:
+        raise TypeError("calcml.vjp: give at least one primal argument")
+    nums = tuple(range(len(primals)))
+    trace, out, records = _reverse(f, primals, {}, nums, "vjp")
+    out, aux = _split_aux(out, has_aux, "vjp")
+    out_leaves, out_td = flatten(out)
+    out_vals = [_own(o, trace) for o in out_leaves]
+
+    def vjp_fn(cotangent):
+        ct_leaves, ct_td = flatten(cotangent)
+        if ct_td != out_td:
+            raise ValueError(f"calcml.vjp: the cotangent's structure {ct_td!r} does not match "
+                             f"the output's {out_td!r}")
+        total = None
+        for o, v, c in zip(out_leaves, out_vals, ct_leaves):
+            if tuple(getattr(c, "shape", ())) != tuple(getattr(v, "shape", ())):
+                raise ValueError(
+                    f"calcml.vjp: cotangent of shape {tuple(getattr(c, 'shape', ()))} for an "
+                    f"output of shape {tuple(getattr(v, 'shape', ()))}")
+            if not (isinstance(o, ReverseBox) and o._trace is trace):
+                continue
+            grads = backward_pass(o._node, c)
+            if total is None:
+                total = grads
+            else:
+                for k, (node, g) in grads.items():
+                    prev = total.get(k)
+                    total[k] = (node, g if prev is None else prev[1] + g)
+        total = total or {}
+        result = []
+        for td, vals, boxes in records:
+            gs = []
+            for v, b in zip(vals, boxes):
+                hit = total.get(b._node[0])
+                gs.append(_finish(hit[1], v) if hit is not None else _zeros_like(v))
+            result.append(unflatten(td, gs))
+        return tuple(result)
+
+    value = unflatten(out_td, out_vals)
+    if has_aux:
+        return value, vjp_fn, _strip(aux, trace)
+    return value, vjp_fn
+
+
+# --- forward mode -------------------------------------------------------------------------
+
+def _forward(f, primals, tangents, batch_shape, fname):
+    trace = ForwardTrace(new_level(), batch_shape)
+    boxed = []
+    for i, (p, t) in enumerate(zip(primals, tangents)):
+        pl, ptd = flatten(p)
+        tl, ttd = flatten(t)
+        if ptd != ttd:
+            raise ValueError(f"calcml.{fname}: tangent {i} has structure {ttd!r} but primal "
+                             f"{i} has {ptd!r}")
+        leaves = []
+        for pv, tv in zip(pl, tl):
+            pv = _as_float(pv, fname, f"primal {i}")
+            tv = _as_float(tv, fname, f"tangent {i}")
+            want = tuple(batch_shape) + tuple(pv.shape)
+            if tuple(tv.shape) != want:
+                raise ValueError(f"calcml.{fname}: tangent {i} has shape {tuple(tv.shape)} but "
+                                 f"its primal needs {want}")
+            if tv.dtype != pv.dtype and not isinstance(tv, Box):
+                tv = tv.astype(pv.dtype)
+            leaves.append(ForwardBox(pv, trace, tv))
+        boxed.append(unflatten(ptd, leaves))
+    out = f(*boxed)
+    out_leaves, out_td = flatten(out)
+    vals, tans = [], []
+    for o in out_leaves:
+        if isinstance(o, ForwardBox) and o._trace is trace:
+            vals.append(o._value)
+            tans.append(o._tangent)
+        else:
+            vals.append(o)
+            oshape = tuple(getattr(o, "shape", ()))
+            dt = getattr(o, "dtype", np.float64)
+            tans.append(backend.zeros(tuple(batch_shape) + oshape, dt, like=_raw(o)))
+    return unflatten(out_td, vals), unflatten(out_td, tans)
+
+
+def jvp(f, primals, tangents, batched=False):
+    """Forward mode: return ``(f(*primals), J·tangents)`` without recording a graph.
+
+    Parameters
+    ----------
+    f : callable
+    primals, tangents : tuple or list
+        One tangent per primal, of the same shape (and structure).
+    batched : bool
+        Each tangent carries one leading batch axis: ``J`` is applied to all of them in the
+        same pass, and the output tangent has the same leading axis.
+
+    Notes
+    -----
+    Each value carries its directional derivative: for y = g(x), ẏ = g'(x)·ẋ.  The cost is a
+    small multiple of evaluating ``f``, for one input direction (or one batch of directions).
+    """
+    if not isinstance(primals, (tuple, list)):
+        raise TypeError(f"calcml.jvp: primals must be a tuple or list of arguments, got "
+                        f"{type(primals).__name__}; write cm.jvp(f, (x,), (v,))")
+    if not isinstance(tangents, (tuple, list)):
+        raise TypeError(f"calcml.jvp: tangents must be a tuple or list, got "
+                        f"{type(tangents).__name__}; write cm.jvp(f, (x,), (v,))")
+    if len(primals) != len(tangents):
+        raise ValueError(f"calcml.jvp: {len(primals)} primals but {len(tangents)} tangents")
+    batch = ()
+    if batched:
+        first = flatten(tangents)[0]
+        if not first or not getattr(first[0], "shape", ()):
+            raise ValueError("calcml.jvp: batched=True needs tangents with a leading batch axis")
+        batch = (first[0].shape[0],)
+    return _forward(f, tuple(primals), tuple(tangents), batch, "jvp")
+
+
+# --- Jacobians and Hessians ---------------------------------------------------------------
+
+def _jac_fwd(f, args, kwargs, n):
+    x = _as_float(args[n], "jacobian", f"argument {n}")
+    size = math.prod(x.shape)
+    basis = reshape(backend.eye(size, x.dtype, like=_raw(x)), (size,) + tuple(x.shape))
+    primals = list(args)
+
+    def g(xx):
+        primals[n] = xx
+        return f(*primals, **kwargs)
+
+    out, tans = _forward(g, (x,), (basis,), (size,), "jacobian")
+
+    def arrange(t, o):
+        oshape = tuple(getattr(o, "shape", ()))
+        m = math.prod(oshape)
+        return reshape(transpose(reshape(t, (size, m))), oshape + tuple(x.shape))
+
+    ol, otd = flatten(out)
+    tl, _ = flatten(tans)
+    return unflatten(otd, [arrange(t, o) for t, o in zip(tl, ol)])
+
+
+def _jac_rev(f, args, kwargs, n):
+    trace, out, records = _reverse(f, args, kwargs, (n,), "jacobian")
+    td, vals, boxes = records[0]
+    if td.kind != "leaf":
+        raise TypeError("calcml.jacobian: differentiate with respect to an array, not a "
+                        "container (take one leaf at a time)")
+    x, node = vals[0], boxes[0]._node
+    ol, otd = flatten(out)
+    jacs = []
+    for o in ol:
+        ov = _own(o, trace)
+        oshape = tuple(getattr(ov, "shape", ()))
+        m = math.prod(oshape)
+        if not (isinstance(o, ReverseBox) and o._trace is trace):
+            jacs.append(backend.zeros(oshape + tuple(x.shape), x.dtype, like=_raw(x)))
+            continue
+        eye = backend.eye(m, getattr(ov, "dtype", x.dtype), like=_raw(ov))
+        rows = []
+        for i in range(m):  # one backward pass per output element, on the one graph
+            hit = backward_pass(o._node, eye[i].reshape(oshape)).get(node[0])
+            rows.append(_finish(hit[1], x) if hit is not None else _zeros_like(x))
+        jacs.append(reshape(stack(rows), oshape + tuple(x.shape)))
+    return unflatten(otd, jacs)
+
+
+def jacobian(f, argnums=0, mode="rev"):
+    """Return a function computing the full Jacobian of ``f``, shape ``out.shape + arg.shape``.
+
+    Parameters
+    ----------
+    f : callable
+    argnums : int or tuple of int
+        A tuple gives a tuple of Jacobians.
+    mode : {"rev", "fwd"}
+        ``"rev"``: one backward pass per output element (m VJPs on one recorded graph), best
+        when outputs are few.  ``"fwd"``: one forward pass carrying all n input basis vectors
+        at once as a batch of tangents, best when inputs are few.
+
+    Notes
+    -----
+    J_ij = ∂f_i/∂x_j.  Both modes give the same matrix; they differ in cost.
+    """
+    if mode not in ("rev", "fwd"):
+        raise ValueError(f"calcml.jacobian: mode must be 'rev' or 'fwd', got {mode!r}")
+
+    def wrapped(*args, **kwargs):
+        single, nums = _argnums(argnums, len(args), "jacobian")
+        one = _jac_fwd if mode == "fwd" else _jac_rev
+        jacs = [one(f, args, kwargs, n) for n in nums]
+        return jacs[0] if single else tuple(jacs)
+
+    wrapped.__name__ = f"jacobian({getattr(f, '__name__', 'f')})"
+    return wrapped
+
+
+def hessian(f, argnums=0):
+    """Return a function computing the Hessian of scalar ``f``, shape ``arg.shape + arg.shape``.
+
+    Notes
+    -----
+    H_ij = ∂²f/∂x_i∂x_j, computed forward-over-reverse: the forward-mode Jacobian of the
+    reverse-mode gradient, all n directions in one batched pass.
+    """
+    return jacobian(grad(f, argnums), argnums, mode="fwd")
+
+
+def hvp(f, primals, tangents):
+    """The Hessian-vector product H·v of scalar ``f`` at ``primals``, without forming H.
+
+    Returns one array per primal (a single array when there is one primal).
+
+    Notes
+    -----
+    H v = d/dε ∇f(x + εv) at ε = 0: forward mode (``jvp``) through the reverse-mode gradient,
+    at the cost of a few gradient evaluations, whatever the dimension.
+    """
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError("calcml.hvp: primals and tangents must be tuples, "
+                        "e.g. cm.hvp(f, (x,), (v,))")
+    nums = tuple(range(len(primals)))
+    _, t = jvp(grad(f, nums), tuple(primals), tuple(tangents))
+    return t[0] if len(primals) == 1 else tuple(t)

@@ -1,0 +1,99 @@
+"""The one seam between NumPy and CuPy.
+
+Primitive implementations call NumPy's functions; NumPy hands CuPy arrays on to CuPy through
+the ``__array_ufunc__`` / ``__array_function__`` protocols, so one implementation serves both
+backends at no per-op cost.  What those protocols cannot route (creating an array from a shape,
+scatter-add, moving data to the host) goes through the functions here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # CuPy is an optional extra; import it only if it is installed and a device answers.
+    import cupy as _cupy  # type: ignore
+
+    try:
+        _cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # pragma: no cover - CuPy without a usable GPU
+        _cupy = None
+except Exception:  # pragma: no cover - the usual case on a CPU machine
+    _cupy = None
+
+__all__ = ["cupy_available", "get_xp", "to_numpy", "scatter_add", "zeros", "ones", "eye", "rng"]
+
+
+def cupy_available() -> bool:
+    """Whether CuPy is importable and sees a GPU."""
+    return _cupy is not None
+
+
+def get_xp(*arrays):
+    """Return the array module (``numpy`` or ``cupy``) that owns ``arrays``.
+
+    CuPy wins if any argument is a CuPy array; everything else (NumPy arrays, Python scalars)
+    is NumPy.
+    """
+    if _cupy is not None:
+        for a in arrays:
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+    return np
+
+
+def to_numpy(a):
+    """Return ``a`` as a NumPy array (copying from the GPU if needed)."""
+    if _cupy is not None and isinstance(a, _cupy.ndarray):
+        return _cupy.asnumpy(a)
+    return np.asarray(a)
+
+
+def zeros(shape, dtype, like=None):
+    """Zeros of ``shape`` and ``dtype`` on the backend of ``like``."""
+    return get_xp(like).zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype, like=None):
+    """Ones of ``shape`` and ``dtype`` on the backend of ``like``."""
+    return get_xp(like).ones(shape, dtype=dtype)
+
+
+def eye(n, dtype, like=None):
+    """The ``n`` x ``n`` identity on the backend of ``like``."""
+    return get_xp(like).eye(n, dtype=dtype)
+
+
+def _is_basic_index(index) -> bool:
+    """True when ``index`` uses only basic indexing (no integer or boolean arrays)."""
+    items = index if isinstance(index, tuple) else (index,)
+    for it in items:
+        if not (it is None or it is Ellipsis or isinstance(it, (slice, int, np.integer))):
+            return False
+    return True
+
+
+def scatter_add(shape, dtype, index, values):
+    """Return zeros of ``shape`` with ``values`` added at ``index`` (repeated indices add up).
+
+    This is the adjoint of ``a[index]``.  Basic indices never repeat an element, so a plain
+    assignment does; advanced indices may, so they go through ``ufunc.at`` (NumPy) or
+    ``cupyx.scatter_add`` (CuPy).
+    """
+    xp = get_xp(values)
+    out = xp.zeros(shape, dtype=dtype)
+    if _is_basic_index(index):
+        out[index] = values
+    elif xp is np:
+        np.add.at(out, index, values)
+    else:  # pragma: no cover - needs a GPU
+        import cupyx  # type: ignore
+
+        cupyx.scatter_add(out, index, values)
+    return out
+
+
+def rng(seed=None) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a seed, or the generator itself if one is given."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)

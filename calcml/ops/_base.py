@@ -1,0 +1,108 @@
+"""Helpers shared by the operation modules: fast wrappers, clear errors, axis handling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._core.trace import Box, bind, describe, op_error
+
+__all__ = [
+    "Box", "bind", "unary", "binary", "op_error", "describe", "norm_axes", "lead", "shape_of",
+    "ndim_of", "dtype_of", "const_as", "raw", "call",
+]
+
+
+def raw(x):
+    """The plain array under any number of boxes."""
+    while isinstance(x, Box):
+        x = x._value
+    return x
+
+
+def shape_of(x):
+    s = getattr(x, "shape", None)
+    return np.shape(x) if s is None else s
+
+
+def ndim_of(x):
+    return len(shape_of(x))
+
+
+def dtype_of(x):
+    x = raw(x)
+    dt = getattr(x, "dtype", None)
+    return dt if dt is not None else np.result_type(x)
+
+
+_KINDS = (IndexError, ValueError, TypeError)
+call = bind  # binding already turns a NumPy refusal into a clear calcml error
+
+
+def unary(prim, doc=None):
+    """The public function for a one-argument primitive, with a no-box fast path."""
+    impl, name = prim.impl, prim.name
+
+    def op(x):
+        if isinstance(x, Box):
+            return bind(prim, (x,), {})
+        try:
+            return impl(x)
+        except _KINDS as e:
+            raise op_error(name, (x,), e) from None
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc
+    return op
+
+
+def binary(prim, doc=None):
+    """The public function for a two-argument primitive, with a no-box fast path."""
+    impl, name = prim.impl, prim.name
+
+    def op(x, y):
+        if isinstance(x, Box) or isinstance(y, Box):
+            return bind(prim, (x, y), {})
+        try:
+            return impl(x, y)
+        except _KINDS as e:
+            raise op_error(name, (x, y), e) from None
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc
+    return op
+
+
+def norm_axes(axis, ndim, name):
+    """``axis`` (None, int or tuple) as a sorted tuple of *negative* axes.
+
+    Negative axes stay correct when a tangent carries extra leading batch axes.
+    """
+    if axis is None:
+        return tuple(range(-ndim, 0))
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in axes:
+        a = int(a)
+        if not -ndim <= a < ndim:
+            raise np.exceptions.AxisError(
+                f"calcml.{name}: axis {a} is out of bounds for an array of dimension {ndim}"
+            )
+        out.append(a - ndim if a >= 0 else a)
+    if len(set(out)) != len(out):
+        raise ValueError(f"calcml.{name}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def lead(t, x):
+    """The leading batch axes of tangent ``t`` beyond the shape of primal ``x``."""
+    ts, xn = shape_of(t), ndim_of(x)
+    return tuple(ts[: len(ts) - xn])
+
+
+def const_as(c, like):
+    """A constant (mask, weights) computed from raw values, cast to ``like``'s dtype."""
+    c = raw(c)
+    dt = dtype_of(like)
+    if getattr(c, "dtype", None) == dt:
+        return c
+    return c.astype(dt) if hasattr(c, "astype") else np.asarray(c, dtype=dt)

@@ -1,0 +1,282 @@
+"""Products: matmul (the ``@`` operator), dot and einsum."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from .._core.registry import Sample, defprim, register
+from ._base import Box, call, dtype_of, lead, ndim_of, raw, shape_of
+from .shape import broadcast_to, expand_dims, reshape, squeeze, swapaxes
+
+__all__ = ["matmul", "dot", "einsum"]
+
+
+# --- matmul -------------------------------------------------------------------------------
+# 1-D operands follow NumPy: a vector on the left is a row, on the right a column, and the
+# added axis is removed from the result.  The reverse rules return gradients shaped like the
+# broadcast operands; the backward pass sums the batch axes away.
+
+def _mm_vjp_x(g, out, x, y):
+    xn, yn = ndim_of(x), ndim_of(y)
+    if yn == 1:
+        return g * y if xn == 1 else expand_dims(g, -1) * y
+    if xn == 1:
+        return squeeze(matmul(y, expand_dims(g, -1)), -1)
+    return matmul(g, swapaxes(y, -1, -2))
+
+
+def _mm_vjp_y(g, out, x, y):
+    xn, yn = ndim_of(x), ndim_of(y)
+    if xn == 1:
+        return g * x if yn == 1 else expand_dims(x, -1) * expand_dims(g, -2)
+    if yn == 1:
+        return squeeze(matmul(swapaxes(x, -1, -2), expand_dims(g, -1)), -1)
+    return matmul(swapaxes(x, -1, -2), g)
+
+
+def _align(t, ld, x, rank):
+    """Insert unit axes after the batch axes so that ``t`` has ``len(ld) + rank`` axes."""
+    xs = tuple(shape_of(x))
+    if len(xs) < rank:
+        t = reshape(t, ld + (1,) * (rank - len(xs)) + xs)
+    return t
+
+
+def _mm_jvp_x(t, out, x, y):
+    ld = lead(t, x)
+    xn, yn = ndim_of(x), ndim_of(y)
+    if not ld or yn == 1:
+        return matmul(t, y)
+    if xn == 1:  # row vector against a stack of matrices
+        k = shape_of(x)[0]
+        return squeeze(matmul(reshape(t, ld + (1,) * (yn - 2) + (1, k)), y), -2)
+    return matmul(_align(t, ld, x, max(xn, yn)), y)
+
+
+def _mm_jvp_y(t, out, x, y):
+    ld = lead(t, y)
+    xn, yn = ndim_of(x), ndim_of(y)
+    if not ld:
+        return matmul(x, t)
+    if yn == 1:  # column vector: make it a matrix so the batch axes stay in front
+        k = shape_of(y)[0]
+        return squeeze(matmul(x, reshape(t, ld + (1,) * max(xn - 2, 0) + (k, 1))), -1)
+    if xn == 1:
+        return matmul(x, t)
+    return matmul(x, _align(t, ld, y, max(xn, yn)))
+
+
+_matmul = defprim("matmul", np.matmul, vjps=(_mm_vjp_x, _mm_vjp_y), jvps=(_mm_jvp_x, _mm_jvp_y))
+
+
+def matmul(x, y):
+    """Matrix product with NumPy's broadcasting over leading axes (the ``@`` operator).
+
+    Notes
+    -----
+    For C = A B: dL/dA = G Bᵀ and dL/dB = Aᵀ G; batch axes that were broadcast are summed.
+    """
+    if isinstance(x, Box) or isinstance(y, Box):
+        if ndim_of(x) == 0 or ndim_of(y) == 0:
+            raise ValueError(f"calcml.matmul: operands must have at least one axis, got shapes "
+                             f"{tuple(shape_of(x))} and {tuple(shape_of(y))}")
+        return call(_matmul, (x, y), {})
+    try:
+        return np.matmul(x, y)
+    except (ValueError, TypeError) as e:
+        from ._base import op_error
+
+        raise op_error("matmul", (x, y), e) from None
+
+
+def _mm_samples(rng):
+    n = rng.normal
+    return [
+        Sample((n(size=(3, 4)), n(size=(4, 2))), argnums=(0, 1)),
+        Sample((n(size=(4,)), n(size=(4, 2))), argnums=(0, 1)),
+        Sample((n(size=(3, 4)), n(size=(4,))), argnums=(0, 1)),
+        Sample((n(size=(4,)), n(size=(4,))), argnums=(0, 1)),
+        Sample((n(size=(2, 3, 4)), n(size=(4, 2))), argnums=(0, 1)),
+        Sample((n(size=(3, 4)), n(size=(2, 4, 2))), argnums=(0, 1)),
+        Sample((n(size=(4,)), n(size=(2, 4, 3))), argnums=(0, 1)),
+        Sample((n(size=(2, 3, 4)), n(size=(4,))), argnums=(0, 1)),
+    ]
+
+
+register("matmul", matmul, _mm_samples)
+
+
+# --- dot (a composite) --------------------------------------------------------------------
+
+def dot(a, b):
+    """NumPy's ``dot``: products of scalars, vectors and matrices; for N-D arrays a sum over
+    the last axis of ``a`` and the second-to-last of ``b``.
+
+    Notes
+    -----
+    Built from ``matmul``/``einsum``/``multiply``, so its derivatives come from theirs.
+    """
+    an, bn = ndim_of(a), ndim_of(b)
+    if an == 0 or bn == 0:
+        return a * b
+    if an <= 2 and bn <= 2:
+        return matmul(a, b)
+    la = _LETTERS[:an]
+    if bn == 1:
+        lb = la[-1]
+        lo = la[:-1]
+    else:
+        lb = _LETTERS[an:an + bn - 2] + la[-1] + _LETTERS[an + bn - 2]
+        lo = la[:-1] + lb[:-2] + lb[-1]
+    return einsum(f"{la},{lb}->{lo}", a, b)
+
+
+register("dot", dot, lambda rng: [
+    Sample((rng.normal(size=(3, 4)), rng.normal(size=(4, 2))), argnums=(0, 1)),
+    Sample((rng.normal(size=(4,)), rng.normal(size=(4,))), argnums=(0, 1)),
+    Sample((rng.normal(size=(2, 3, 4)), rng.normal(size=(5, 4, 2))), argnums=(0, 1)),
+    Sample((rng.normal(size=()), rng.normal(size=(3,))), argnums=(0, 1)),
+], primitive=False)
+
+
+# --- einsum -------------------------------------------------------------------------------
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _parse_einsum(subscripts, shapes):
+    """Explicit subscripts: ellipses replaced by letters, the output spelled out."""
+    s = subscripts.replace(" ", "")
+    if "->" in s:
+        ins, outs = s.split("->")
+    else:
+        ins, outs = s, None
+    specs = ins.split(",")
+    if len(specs) != len(shapes):
+        raise ValueError(f"calcml.einsum: {len(specs)} operand subscripts for {len(shapes)} "
+                         f"operands in {subscripts!r}")
+    used = set(c for c in s if c.isalpha())
+    free = [c for c in _LETTERS if c not in used]
+    ell_rank = 0
+    for sp, sh in zip(specs, shapes):
+        if "..." in sp:
+            ell_rank = max(ell_rank, len(sh) - (len(sp) - 3))
+    ell = "".join(free[:ell_rank])
+    new_specs = []
+    for sp, sh in zip(specs, shapes):
+        if "..." in sp:
+            e = len(sh) - (len(sp) - 3)
+            sp = sp.replace("...", ell[ell_rank - e:] if e else "")
+        if len(sp) != len(sh):
+            raise ValueError(f"calcml.einsum: subscripts {sp!r} do not match an operand of "
+                             f"shape {tuple(sh)}")
+        new_specs.append(sp)
+    if outs is None:
+        counts = {}
+        for sp in new_specs:
+            for c in sp:
+                counts[c] = counts.get(c, 0) + 1
+        outs = ell + "".join(sorted(c for c, k in counts.items() if k == 1 and c not in ell))
+    else:
+        outs = outs.replace("...", ell)
+    return new_specs, outs
+
+
+def _einsum_impl(*operands, specs, output):
+    subs = ",".join(specs) + "->" + output
+    return np.einsum(subs, *operands, optimize=len(operands) > 2)
+
+
+def _einsum_vjp(i, g, out_val, vals, params):
+    specs, out = params["specs"], params["output"]
+    target = specs[i]
+    # A repeated letter in the target ('ii') is a diagonal: give each repeat a fresh letter
+    # and put an identity between the two.
+    free = [c for c in _LETTERS if c not in "".join(specs) + out]
+    renamed, eyes, seen = [], [], set()
+    xshape = shape_of(vals[i])
+    for pos, c in enumerate(target):
+        if c in seen:
+            f = free.pop(0)
+            renamed.append(f)
+            eyes.append((c + f, xshape[pos]))
+        else:
+            seen.add(c)
+            renamed.append(c)
+    others = [sp for j, sp in enumerate(specs) if j != i] + [out]
+    present = set("".join(others))
+    uniq = "".join(dict.fromkeys(target))
+    keep = "".join(c for c in uniq if c in present)
+    ops = [v for j, v in enumerate(vals) if j != i] + [g]
+    dt = dtype_of(vals[i])
+    eye_ops = [backend.eye(n, dt, raw(g)) for _, n in eyes]
+    subs = ",".join(others + [e for e, _ in eyes]) + "->" + keep + "".join(e[1] for e, _ in eyes)
+    r = einsum(subs, *ops, *eye_ops)
+    cur = keep + "".join(e[1] for e, _ in eyes)
+    want = "".join(renamed)
+    # letters summed only inside operand i: their gradient is constant along them
+    missing = [c for c in want if c not in cur]
+    if missing:
+        r = reshape(r, tuple(shape_of(r)) + (1,) * len(missing))
+        cur = cur + "".join(missing)
+    perm = tuple(cur.index(c) for c in want)
+    if perm != tuple(range(len(perm))):
+        from .shape import transpose
+
+        r = transpose(r, perm)
+    if missing:
+        size = {c: xshape[p] for p, c in enumerate(want)}
+        r = broadcast_to(r, tuple(size[c] if c in missing else shape_of(r)[k]
+                                  for k, c in enumerate(want)))
+    return r
+
+
+def _einsum_jvp(i, t, out_val, vals, params):
+    specs, out = params["specs"], params["output"]
+    ld = lead(t, vals[i])
+    free = [c for c in _LETTERS if c not in "".join(specs) + out]
+    b = "".join(free[:len(ld)])
+    new = list(specs)
+    new[i] = b + specs[i]
+    ops = list(vals)
+    ops[i] = t
+    return einsum(",".join(new) + "->" + b + out, *ops)
+
+
+_einsum = defprim("einsum", _einsum_impl, vjp_every=_einsum_vjp, jvp_every=_einsum_jvp)
+
+
+def einsum(subscripts, *operands):
+    """Einstein summation, like ``numpy.einsum`` (ellipses and implicit output included).
+
+    Notes
+    -----
+    einsum is multilinear: the derivative with respect to one operand is the einsum of the
+    cotangent with the other operands, written to that operand's subscripts.
+    """
+    if not isinstance(subscripts, str):
+        raise TypeError("calcml.einsum: the first argument must be a subscripts string")
+    if not any(isinstance(o, Box) for o in operands):
+        try:
+            return np.einsum(subscripts, *operands, optimize=len(operands) > 2)
+        except (ValueError, TypeError) as e:
+            from ._base import op_error
+
+            raise op_error("einsum", operands, e) from None
+    specs, out = _parse_einsum(subscripts, [shape_of(o) for o in operands])
+    return call(_einsum, operands, {"specs": tuple(specs), "output": out})
+
+
+register("einsum", lambda *ops, subscripts: einsum(subscripts, *ops), lambda rng: [
+    Sample((rng.normal(size=(3, 4)), rng.normal(size=(4, 2))), {"subscripts": "ij,jk->ik"},
+           argnums=(0, 1)),
+    Sample((rng.normal(size=(3, 4)),), {"subscripts": "ij->"}),
+    Sample((rng.normal(size=(3, 3)),), {"subscripts": "ii->i"}),
+    Sample((rng.normal(size=(2, 3, 4)), rng.normal(size=(4,))), {"subscripts": "...j,j->..."},
+           argnums=(0, 1)),
+    Sample((rng.normal(size=(3,)), rng.normal(size=(4,))), {"subscripts": "i,j->ij"},
+           argnums=(0, 1)),
+    Sample((rng.normal(size=(3, 4)), rng.normal(size=(3,))), {"subscripts": "ij,i"},
+           argnums=(0, 1)),
+])

@@ -1,0 +1,176 @@
+"""Array behaviour for boxes: operators, NumPy-style methods and properties, and the NumPy
+protocols, so that code written for arrays runs unchanged on traced values.
+
+Comparisons return plain boolean arrays (they have no derivative).  NumPy functions applied to
+a box dispatch to calcml's operation of the same name; one calcml does not provide raises a
+``TypeError`` that names it, instead of silently dropping the derivative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._core.registry import PRIMITIVES
+from .._core.trace import Box, bind
+from . import elementwise as E
+from . import linalg as L
+from . import reductions as R
+from . import shape as S
+from ._base import raw
+
+_add, _sub, _mul, _div = (PRIMITIVES[n] for n in ("add", "subtract", "multiply", "divide"))
+_pow, _neg, _mm = PRIMITIVES["power"], PRIMITIVES["negative"], PRIMITIVES["matmul"]
+_EMPTY: dict = {}
+
+
+def _shape(self):
+    return self._value.shape
+
+
+def _cmp(op):
+    def f(self, other):
+        return op(raw(self), raw(other))
+
+    return f
+
+
+def _reshape(self, *shape):
+    return S.reshape(self, shape[0] if len(shape) == 1 else shape)
+
+
+def _transpose(self, *axes):
+    if not axes:
+        return S.transpose(self)
+    return S.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list))
+                       else axes)
+
+
+def _iter(self):
+    n = self.shape[0] if self.shape else None
+    if n is None:
+        raise TypeError("calcml: iteration over a 0-d value")
+    return (S.getitem(self, i) for i in range(n))
+
+
+def _len(self):
+    if not self.shape:
+        raise TypeError("calcml: len() of a 0-d value")
+    return self.shape[0]
+
+
+def _float(self):
+    raise TypeError(
+        "calcml: a traced value cannot become a Python number inside a differentiated "
+        "function (its derivative would be lost); keep it an array, or compare it "
+        "(comparisons give plain booleans)"
+    )
+
+
+def _array(self, dtype=None, copy=None):
+    raise TypeError(
+        "calcml: a traced value cannot become a NumPy array inside a differentiated function "
+        "(its derivative would be lost); use calcml's operations (cm.exp, cm.sum, ...) on it"
+    )
+
+
+# NumPy ufuncs and functions that calcml provides, by NumPy's object.
+UFUNCS = {
+    np.add: E.add, np.subtract: E.subtract, np.multiply: E.multiply, np.divide: E.divide,
+    np.negative: E.negative, np.power: E.power, np.exp: E.exp, np.log: E.log,
+    np.log1p: E.log1p, np.expm1: E.expm1, np.sqrt: E.sqrt, np.absolute: E.abs, np.sign: E.sign,
+    np.sin: E.sin, np.cos: E.cos, np.tan: E.tan, np.tanh: E.tanh, np.arctan: E.arctan,
+    np.maximum: E.maximum, np.minimum: E.minimum, np.matmul: L.matmul, np.square: E.square,
+    np.positive: lambda x: x,
+}
+_COMPARE = {np.greater, np.greater_equal, np.less, np.less_equal, np.equal, np.not_equal,
+            np.isfinite, np.isnan, np.isinf, np.signbit, np.logical_and, np.logical_or,
+            np.logical_not}
+FUNCTIONS = {
+    np.sum: R.sum, np.mean: R.mean, np.var: R.var, np.std: R.std, np.max: R.max, np.min: R.min,
+    np.amax: R.max, np.amin: R.min, np.prod: R.prod, np.where: E.where, np.clip: E.clip,
+    np.dot: L.dot, np.einsum: L.einsum, np.transpose: S.transpose, np.reshape: S.reshape,
+    np.concatenate: S.concatenate, np.stack: S.stack, np.broadcast_to: S.broadcast_to,
+    np.expand_dims: S.expand_dims, np.squeeze: S.squeeze, np.take: S.take,
+    np.swapaxes: S.swapaxes, np.moveaxis: S.moveaxis, np.matmul: L.matmul,
+    np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: lambda a: a.size,
+    np.zeros_like: lambda a, dtype=None: np.zeros_like(raw(a), dtype=dtype),
+    np.ones_like: lambda a, dtype=None: np.ones_like(raw(a), dtype=dtype),
+}
+
+
+def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
+    if ufunc in _COMPARE and method == "__call__":
+        return getattr(ufunc, method)(*[raw(i) for i in inputs], **kwargs)
+    fn = UFUNCS.get(ufunc)
+    if fn is None or method != "__call__" or kwargs:
+        what = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        raise TypeError(
+            f"calcml: {what} is not differentiable by calcml (arguments "
+            f"{', '.join(type(i).__name__ for i in inputs)}). Use calcml's operations "
+            f"(see calcml.OPERATIONS) or write it from them."
+        )
+    return fn(*inputs)
+
+
+def _array_function(self, func, types, args, kwargs):
+    fn = FUNCTIONS.get(func)
+    if fn is None:
+        raise TypeError(
+            f"calcml: numpy.{func.__name__} is not differentiable by calcml. Use calcml's "
+            f"operations (see calcml.OPERATIONS) or write it from them."
+        )
+    return fn(*args, **kwargs)
+
+
+_METHODS = dict(
+    __add__=lambda s, o: bind(_add, (s, o), _EMPTY),
+    __radd__=lambda s, o: bind(_add, (o, s), _EMPTY),
+    __sub__=lambda s, o: bind(_sub, (s, o), _EMPTY),
+    __rsub__=lambda s, o: bind(_sub, (o, s), _EMPTY),
+    __mul__=lambda s, o: bind(_mul, (s, o), _EMPTY),
+    __rmul__=lambda s, o: bind(_mul, (o, s), _EMPTY),
+    __truediv__=lambda s, o: bind(_div, (s, o), _EMPTY),
+    __rtruediv__=lambda s, o: bind(_div, (o, s), _EMPTY),
+    __pow__=lambda s, o: bind(_pow, (s, o), _EMPTY),
+    __rpow__=lambda s, o: bind(_pow, (o, s), _EMPTY),
+    __matmul__=lambda s, o: L.matmul(s, o),
+    __rmatmul__=lambda s, o: L.matmul(o, s),
+    __neg__=lambda s: bind(_neg, (s,), _EMPTY),
+    __pos__=lambda s: s,
+    __abs__=lambda s: E.abs(s),
+    __getitem__=lambda s, i: S.getitem(s, i),
+    __lt__=_cmp(np.less), __le__=_cmp(np.less_equal), __gt__=_cmp(np.greater),
+    __ge__=_cmp(np.greater_equal), __eq__=_cmp(np.equal), __ne__=_cmp(np.not_equal),
+    __hash__=object.__hash__,
+    __len__=_len, __iter__=_iter, __float__=_float, __int__=_float, __array__=_array,
+    __array_ufunc__=_array_ufunc, __array_function__=_array_function,
+    shape=property(_shape),
+    ndim=property(lambda s: s._value.ndim if hasattr(s._value, "ndim") else np.ndim(s._value)),
+    dtype=property(lambda s: raw(s).dtype),
+    size=property(lambda s: int(np.prod(s.shape))),
+    T=property(lambda s: S.transpose(s)),
+    mT=property(lambda s: S.swapaxes(s, -1, -2)),
+    sum=lambda s, axis=None, keepdims=False: R.sum(s, axis=axis, keepdims=keepdims),
+    mean=lambda s, axis=None, keepdims=False: R.mean(s, axis=axis, keepdims=keepdims),
+    var=lambda s, axis=None, ddof=0, keepdims=False: R.var(s, axis, ddof, keepdims),
+    std=lambda s, axis=None, ddof=0, keepdims=False: R.std(s, axis, ddof, keepdims),
+    max=lambda s, axis=None, keepdims=False: R.max(s, axis=axis, keepdims=keepdims),
+    min=lambda s, axis=None, keepdims=False: R.min(s, axis=axis, keepdims=keepdims),
+    prod=lambda s, axis=None, keepdims=False: R.prod(s, axis=axis, keepdims=keepdims),
+    reshape=_reshape, transpose=_transpose,
+    swapaxes=lambda s, a, b: S.swapaxes(s, a, b),
+    squeeze=lambda s, axis=None: S.squeeze(s, axis),
+    clip=lambda s, a_min=None, a_max=None: E.clip(s, a_min, a_max),
+    dot=lambda s, o: L.dot(s, o),
+    take=lambda s, indices, axis=None: S.take(s, indices, axis),
+)
+
+
+def install(cls=Box):
+    """Give ``cls`` (Box, so every box and Tensor) its array behaviour."""
+    for name, value in _METHODS.items():
+        setattr(cls, name, value)
+    cls.__array_priority__ = 1000
+
+
+install()

@@ -1,0 +1,284 @@
+"""Reductions and normalisations: sum, mean, var, std, max, min, prod, logsumexp, softmax,
+log_softmax.
+
+Axes are normalised to negative numbers before binding, so that the same rule serves tangents
+with extra leading batch axes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._core.registry import Sample, defprim, register
+from ._base import Box, call, const_as, ndim_of, norm_axes, raw, shape_of
+from .elementwise import exp, sqrt
+
+__all__ = ["sum", "mean", "var", "std", "max", "min", "prod", "logsumexp", "softmax",
+           "log_softmax", "sum_to"]
+
+
+def _kshape(x, axis):
+    """Shape of ``x`` with the reduced axes kept as length 1."""
+    s = list(shape_of(x))
+    for a in axis:
+        s[a] = 1
+    return tuple(s)
+
+
+def _keep(g, x, axis, keepdims):
+    """Reshape a reduced value back to keepdims form."""
+    return g if keepdims else reshape(g, _kshape(x, axis))
+
+
+def _reduce_wrapper(prim, name, np_fn, doc):
+    def op(x, axis=None, keepdims=False):
+        if not isinstance(x, Box):
+            try:
+                return np_fn(x, axis=axis, keepdims=keepdims)
+            except (ValueError, TypeError) as e:
+                from ._base import op_error
+
+                raise op_error(name, (x,), e) from None
+        axes = norm_axes(axis, ndim_of(x), name)
+        return call(prim, (x,), {"axis": axes, "keepdims": bool(keepdims)})
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc
+    return op
+
+
+def _red_samples(rng, pos=False):
+    gen = (lambda s: rng.uniform(0.5, 1.5, size=s)) if pos else (lambda s: rng.normal(size=s))
+    return [
+        Sample((gen((3, 4)),)),
+        Sample((gen((3, 4)),), {"axis": 0}),
+        Sample((gen((2, 3, 4)),), {"axis": (0, 2), "keepdims": True}),
+        Sample((gen((2, 3, 4)),), {"axis": -1}),
+    ]
+
+
+# --- sum ----------------------------------------------------------------------------------
+
+_sum = defprim(
+    "sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
+    vjps=(lambda g, out, x, axis, keepdims: broadcast_to(_keep(g, x, axis, keepdims), shape_of(x)),),
+    jvps=(lambda t, out, x, axis, keepdims: sum(t, axis=axis, keepdims=keepdims),),
+)
+sum = register("sum", _reduce_wrapper(_sum, "sum", np.sum, """Sum over ``axis`` (all by default).
+
+Notes
+-----
+The derivative of a sum with respect to each summand is 1: the reverse rule broadcasts the
+cotangent back over the reduced axes.
+"""), _red_samples)
+
+
+def sum_to(g, shape):
+    """Sum ``g`` down to ``shape`` (the adjoint of broadcasting ``shape`` up to ``g.shape``)."""
+    gs = tuple(shape_of(g))
+    shape = tuple(shape)
+    if gs == shape:
+        return g
+    n = len(gs) - len(shape)
+    axes = tuple(range(n)) + tuple(n + i for i, s in enumerate(shape) if s == 1 and gs[n + i] != 1)
+    if axes:
+        g = sum(g, axis=axes, keepdims=True)
+    return reshape(g, shape) if tuple(shape_of(g)) != shape else g
+
+
+def _count(x, axis):
+    s = shape_of(x)
+    return math.prod(s[a] for a in axis)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Arithmetic mean over ``axis``.
+
+    Notes
+    -----
+    mean = sum / n, so each element's derivative is 1/n.
+    """
+    if not isinstance(x, Box):
+        return np.mean(x, axis=axis, keepdims=keepdims)
+    axes = norm_axes(axis, ndim_of(x), "mean")
+    return sum(x, axis=axes, keepdims=keepdims) * (1.0 / _count(x, axes))
+
+
+register("mean", mean, _red_samples, primitive=False)
+
+
+def var(x, axis=None, ddof=0, keepdims=False):
+    """Variance over ``axis`` with ``ddof`` delta degrees of freedom, like ``numpy.var``.
+
+    Notes
+    -----
+    var = Σ (x - x̄)² / (n - ddof); d var / d x_i = 2 (x_i - x̄) / (n - ddof) (the terms
+    through x̄ cancel because Σ (x - x̄) = 0).
+    """
+    if not isinstance(x, Box):
+        return np.var(x, axis=axis, ddof=ddof, keepdims=keepdims)
+    axes = norm_axes(axis, ndim_of(x), "var")
+    d = x - mean(x, axis=axes, keepdims=True)
+    return sum(d * d, axis=axes, keepdims=keepdims) * (1.0 / (_count(x, axes) - ddof))
+
+
+register("var", var, lambda rng: _red_samples(rng) + [
+    Sample((rng.normal(size=(5, 3)),), {"axis": 0, "ddof": 1})], primitive=False)
+
+
+def std(x, axis=None, ddof=0, keepdims=False):
+    """Standard deviation: ``sqrt(var(x, axis, ddof))``.
+
+    Notes
+    -----
+    d std = d var / (2 std); infinite where all values along the axis are equal.
+    """
+    if not isinstance(x, Box):
+        return np.std(x, axis=axis, ddof=ddof, keepdims=keepdims)
+    return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
+
+
+register("std", std, _red_samples, primitive=False)
+
+
+# --- max, min: the derivative is shared equally among tied extreme values -------------------
+
+def _tie_weights(x, out, axis, keepdims):
+    hit = x == (out if keepdims else reshape(out, _kshape(x, axis)))
+    return const_as(hit / sum(hit, axis=axis, keepdims=True), x)
+
+
+def _extreme(name, np_fn):
+    prim = defprim(
+        name, lambda x, axis, keepdims: np_fn(x, axis=axis, keepdims=keepdims),
+        vjps=(lambda g, out, x, axis, keepdims:
+              _keep(g, x, axis, keepdims) * _tie_weights(x, out, axis, keepdims),),
+        jvps=(lambda t, out, x, axis, keepdims:
+              sum(t * _tie_weights(x, out, axis, keepdims), axis=axis, keepdims=keepdims),),
+    )
+    doc = f"""The {name}imum over ``axis`` (NumPy's ``{name}``/``a{name}``).
+
+    Notes
+    -----
+    The derivative is 1 at the extreme element and 0 elsewhere; when several elements tie,
+    each gets 1/(number tied).
+    """
+    return _reduce_wrapper(prim, name, np_fn, doc)
+
+
+max = register("max", _extreme("max", np.max), _red_samples)
+min = register("min", _extreme("min", np.min), _red_samples)
+
+
+# --- prod ---------------------------------------------------------------------------------
+
+_prod = defprim(
+    "prod", lambda x, axis, keepdims: np.prod(x, axis=axis, keepdims=keepdims),
+    vjps=(lambda g, out, x, axis, keepdims:
+          _keep(g, x, axis, keepdims) * (_keep(out, x, axis, keepdims) / x),),
+    jvps=(lambda t, out, x, axis, keepdims:
+          sum(t * (_keep(out, x, axis, keepdims) / x), axis=axis, keepdims=keepdims),),
+)
+prod = register("prod", _reduce_wrapper(_prod, "prod", np.prod, """Product over ``axis``.
+
+Notes
+-----
+d prod / d x_i = prod / x_i.  The rule divides by x, so inputs must be non-zero where a
+derivative is wanted.
+"""), lambda rng: _red_samples(rng, pos=True))
+
+
+# --- logsumexp, softmax, log_softmax (fused for stability) --------------------------------
+
+def _lse_impl(x, axis, keepdims):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    s = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return s if keepdims else np.squeeze(s, axis=axis)
+
+
+_lse = defprim(
+    "logsumexp", _lse_impl,
+    vjps=(lambda g, out, x, axis, keepdims:
+          _keep(g, x, axis, keepdims) * exp(x - _keep(out, x, axis, keepdims)),),
+    jvps=(lambda t, out, x, axis, keepdims:
+          sum(t * exp(x - _keep(out, x, axis, keepdims)), axis=axis, keepdims=keepdims),),
+)
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log Σ exp(x) over ``axis``, without overflow (the maximum is subtracted first).
+
+    Notes
+    -----
+    d/dx_i logsumexp(x) = softmax(x)_i.
+    """
+    x_ = x if isinstance(x, Box) else np.asarray(x)
+    axes = norm_axes(axis, ndim_of(x_), "logsumexp")
+    return call(_lse, (x_,), {"axis": axes, "keepdims": bool(keepdims)})
+
+
+register("logsumexp", logsumexp, lambda rng: _red_samples(rng) + [
+    Sample((np.array([1000.0, 1001.0, 999.0]),))])
+
+
+def _one_axis(axis, x, name):
+    return norm_axes(axis, ndim_of(x), name)
+
+
+def _softmax_impl(x, axis):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+_softmax = defprim(
+    "softmax", _softmax_impl,
+    vjps=(lambda g, out, x, axis: out * (g - sum(g * out, axis=axis, keepdims=True)),),
+    jvps=(lambda t, out, x, axis: out * (t - sum(t * out, axis=axis, keepdims=True)),),
+)
+
+
+def softmax(x, axis=-1):
+    """exp(x) / Σ exp(x) along ``axis``, computed with the maximum subtracted.
+
+    Notes
+    -----
+    With s = softmax(x): ds_i/dx_j = s_i (δ_ij - s_j), so the VJP is s ⊙ (g - ⟨g, s⟩).
+    """
+    x_ = x if isinstance(x, Box) else np.asarray(x)
+    return call(_softmax, (x_,), {"axis": _one_axis(axis, x_, "softmax")})
+
+
+def _log_softmax_impl(x, axis):
+    return x - _lse_impl(x, axis, True)
+
+
+_log_softmax = defprim(
+    "log_softmax", _log_softmax_impl,
+    vjps=(lambda g, out, x, axis: g - exp(out) * sum(g, axis=axis, keepdims=True),),
+    jvps=(lambda t, out, x, axis: t - sum(t * exp(out), axis=axis, keepdims=True),),
+)
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along ``axis``: log-probabilities, finite for any finite logits.
+
+    Notes
+    -----
+    d/dx_j log softmax(x)_i = δ_ij - softmax(x)_j.
+    """
+    x_ = x if isinstance(x, Box) else np.asarray(x)
+    return call(_log_softmax, (x_,), {"axis": _one_axis(axis, x_, "log_softmax")})
+
+
+def _sm_samples(rng):
+    return [Sample((rng.normal(size=(3, 4)),)), Sample((rng.normal(size=(3, 4)),), {"axis": 0}),
+            Sample((rng.normal(size=(2, 3, 4)),), {"axis": (1,)})]
+
+
+register("softmax", softmax, _sm_samples)
+register("log_softmax", log_softmax, _sm_samples)
+
+from .shape import broadcast_to, reshape  # noqa: E402  (mutual use with the shape ops)

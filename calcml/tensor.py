@@ -1,0 +1,250 @@
+"""Tensors: PyTorch-style eager differentiation on the same engine as the transforms.
+
+A :class:`Tensor` is a box of the level-0 *tensor trace*: every operation on tensors that
+require a gradient records a node, and ``loss.backward()`` runs the same backward pass as
+``cm.grad``, accumulating into the ``.grad`` of the leaf tensors.  Inside ``with
+cm.no_grad():`` nothing is recorded.
+
+Calling ``backward()`` twice through the same graph is allowed: the graph is kept as long as a
+tensor refers to it, and the second call *adds* the same gradients to ``.grad`` again (PyTorch
+would refuse unless ``retain_graph=True``).  Call ``zero_grad()`` (on an optimizer) or set
+``p.grad = None`` between steps.  The graph is freed as soon as the last tensor referring to it
+goes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from ._core.reverse import backward_pass
+from ._core.trace import Box, leaf_node, op_error
+
+__all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
+
+_grad_enabled = [True]
+
+
+class _TensorTrace:
+    """The eager trace at level 0, below every transform."""
+
+    __slots__ = ()
+    level = 0
+
+    def process(self, prim, args, params):
+        vals = list(args)
+        parents = None
+        vjps = prim.vjps
+        record = vjps is not None and _grad_enabled[0]
+        for i, a in enumerate(args):
+            if isinstance(a, Tensor):
+                vals[i] = a._value
+                if record and a._node is not None and vjps[i] is not None:
+                    if parents is None:
+                        parents = []
+                    parents.append((i, a._node))
+        try:
+            out = prim.impl(*vals, **params)
+        except (IndexError, ValueError, TypeError) as exc:
+            raise op_error(prim.name, args, exc) from None
+        t = _new(Tensor)
+        t._value = out
+        t._trace = TENSOR_TRACE
+        t._node = None if parents is None else (next_seq(), prim, vals, params, out, tuple(parents))
+        return t
+
+
+TENSOR_TRACE = _TensorTrace()
+_new = object.__new__
+from ._core.trace import new_seq as next_seq  # noqa: E402
+
+
+class Tensor(Box):
+    """An array that records the operations applied to it, for ``backward()``.
+
+    Attributes
+    ----------
+    data : array
+        The values (a NumPy or CuPy array).  Assigning replaces them without recording.
+    grad : array or None
+        The accumulated gradient of a leaf tensor after ``backward()``.
+    requires_grad : bool
+    """
+
+    __slots__ = ("_node",)
+
+    def __init__(self, data, requires_grad=False):
+        self._value = data
+        self._trace = TENSOR_TRACE
+        self._node = leaf_node() if requires_grad else None
+
+    # --- state ---------------------------------------------------------------------------
+    @property
+    def data(self):
+        return self._value
+
+    @data.setter
+    def data(self, value):
+        self._value = value
+
+    @property
+    def requires_grad(self):
+        return self._node is not None
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        if flag and self._node is None:
+            _check_float(self._value, "Tensor.requires_grad")
+            self._node = leaf_node()
+        elif not flag and self._node is not None:
+            if self._node[1] is not None:
+                raise RuntimeError("calcml.Tensor: requires_grad can only be turned off on a "
+                                   "leaf tensor; use .detach()")
+            self._node = None
+
+    def requires_grad_(self, flag=True):
+        self.requires_grad = flag
+        return self
+
+    @property
+    def is_leaf(self):
+        return self._node is None or self._node[1] is None
+
+    @property
+    def grad(self):
+        node = self._node
+        return node[2][0] if node is not None and node[1] is None else None
+
+    @grad.setter
+    def grad(self, value):
+        if self._node is None or self._node[1] is not None:
+            raise RuntimeError("calcml.Tensor: .grad can only be set on a leaf that requires "
+                               "a gradient")
+        self._node[2][0] = value
+
+    # --- differentiation -----------------------------------------------------------------
+    def backward(self, gradient=None):
+        """Accumulate d(self)/d(leaf), times ``gradient``, into every leaf's ``.grad``.
+
+        ``gradient`` may be omitted for a scalar; otherwise it has this tensor's shape.
+        """
+        if self._node is None:
+            raise RuntimeError("calcml.Tensor.backward: this tensor does not require a gradient "
+                               "(no input had requires_grad=True, or it was made under no_grad)")
+        v = self._value
+        if gradient is None:
+            if v.size != 1:
+                raise RuntimeError(
+                    f"calcml.Tensor.backward: a gradient can be implied only for a scalar; "
+                    f"this tensor has shape {tuple(v.shape)}: pass gradient=")
+            seed = backend.ones(v.shape, v.dtype, like=v)
+        else:
+            seed = gradient._value if isinstance(gradient, Tensor) else gradient
+            if tuple(np.shape(seed)) != tuple(v.shape):
+                raise ValueError(f"calcml.Tensor.backward: gradient of shape "
+                                 f"{tuple(np.shape(seed))} for a tensor of shape {tuple(v.shape)}")
+        node = self._node
+        if node[1] is None:
+            leaves = {node[0]: (node, seed)}
+        else:
+            leaves = backward_pass(node, seed)
+        for leaf, g in leaves.values():
+            holder = leaf[2]
+            prev = holder[0]
+            if prev is None:
+                if not g.flags.writeable or (g is seed and gradient is not None):
+                    g = g.copy()
+                holder[0] = g
+            else:
+                holder[0] = prev + g
+
+    def detach(self):
+        """A tensor with the same data that records nothing."""
+        return Tensor(self._value)
+
+    def numpy(self):
+        """The data as a NumPy array (copied from the GPU if needed)."""
+        return backend.to_numpy(self._value)
+
+    def item(self):
+        """The single value as a Python number."""
+        return self._value.item()
+
+    def __float__(self):
+        return float(self._value)
+
+    def __int__(self):
+        return int(self._value)
+
+    def __array__(self, dtype=None, copy=None):
+        v = backend.to_numpy(self._value)
+        return v if dtype is None else v.astype(dtype)
+
+    def __repr__(self):
+        body = np.array2string(backend.to_numpy(self._value), prefix="tensor(")
+        extra = ", requires_grad=True" if self._node is not None else ""
+        return f"tensor({body}{extra})"
+
+
+def _check_float(v, fname):
+    if np.dtype(v.dtype).kind not in "fc":
+        raise TypeError(f"calcml.{fname}: only floating-point tensors can require a gradient; "
+                        f"this one has dtype {v.dtype}")
+
+
+def tensor(data, requires_grad=False, dtype=None):
+    """Make a :class:`Tensor` from array-like ``data`` (copied), NumPy's dtype rules.
+
+    Examples
+    --------
+    >>> import calcml as cm
+    >>> w = cm.tensor([1.0, 2.0], requires_grad=True)
+    >>> (w * w).sum().backward()
+    >>> w.grad
+    array([2., 4.])
+    """
+    if isinstance(data, Tensor):
+        data = data._value
+    if isinstance(data, Box):
+        raise TypeError("calcml.tensor: cannot make a tensor from a value traced by a transform")
+    xp = backend.get_xp(data)
+    arr = xp.array(data, dtype=dtype)
+    if requires_grad:
+        _check_float(arr, "tensor")
+    return Tensor(arr, requires_grad)
+
+
+class no_grad:
+    """Context manager (and decorator) under which tensor operations record nothing."""
+
+    def __enter__(self):
+        self._prev = _grad_enabled[0]
+        _grad_enabled[0] = False
+        return self
+
+    def __exit__(self, *exc):
+        _grad_enabled[0] = self._prev
+        return False
+
+    def __call__(self, fn):
+        def wrapped(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        wrapped.__name__ = getattr(fn, "__name__", "wrapped")
+        wrapped.__doc__ = fn.__doc__
+        return wrapped
+
+
+class enable_grad(no_grad):
+    """Context manager that turns recording back on inside ``no_grad``."""
+
+    def __enter__(self):
+        self._prev = _grad_enabled[0]
+        _grad_enabled[0] = True
+        return self
+
+
+def is_grad_enabled():
+    """Whether tensor operations are being recorded."""
+    return _grad_enabled[0]

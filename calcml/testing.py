@@ -1,0 +1,6 @@
+class GradientCheckError(AssertionError):
+    pass
+
+
+def check_grad(*a, **k):
+    raise NotImplementedError
