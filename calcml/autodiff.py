@@ -49,6 +49,8 @@ def _as_float(x, fname, where):
 
 
 def _argnums(argnums, nargs, fname):
+    if type(argnums) is int and 0 <= argnums < nargs:  # the common case
+        return True, (argnums,)
     single = isinstance(argnums, (int, np.integer))
     nums = (int(argnums),) if single else tuple(int(a) for a in argnums)
     if not nums:
@@ -66,11 +68,12 @@ def _finish(g, like):
     """A gradient as the user receives it: a fresh array of ``like``'s shape and dtype."""
     if isinstance(g, Box):
         return g
-    xp = backend.get_xp(g, like)
-    g = xp.asarray(g)
-    dt = getattr(like, "dtype", g.dtype)
-    if g.dtype != dt or not g.flags.writeable or g.shape != like.shape:
-        g = xp.array(xp.broadcast_to(g, like.shape), dtype=dt)
+    if type(g) is not np.ndarray:
+        g = backend.get_xp(g, like).asarray(g)
+    if g.dtype != like.dtype or not g.flags.writeable or g.shape != like.shape:
+        out = backend.get_xp(g).empty(like.shape, like.dtype)
+        out[...] = g
+        g = out
     return g
 
 
@@ -85,7 +88,13 @@ def _box_args(args, nums, trace, fname, make):
     args = list(args)
     records = []
     for n in nums:
-        leaves, td = flatten(args[n])
+        a = args[n]
+        if (type(a) is np.ndarray or isinstance(a, Box)) and a.dtype.kind == "f":
+            b = make(a)  # the common case: one array, no tree walk
+            args[n] = b
+            records.append((_LEAF_TD, [a], [b]))
+            continue
+        leaves, td = flatten(a)
         if not leaves:
             raise ValueError(f"calcml.{fname}: argument {n} holds no array to differentiate")
         vals = [_as_float(v, fname, f"argument {n}") for v in leaves]
@@ -93,6 +102,10 @@ def _box_args(args, nums, trace, fname, make):
         args[n] = unflatten(td, boxes)
         records.append((td, vals, boxes))
     return args, records
+
+
+_LEAF_TD = flatten(0)[1]
+_F64 = np.dtype(np.float64)
 
 
 def _own(x, trace):
@@ -136,7 +149,12 @@ def _strip(tree, trace):
 
 
 def _seed_like(out):
-    return backend.ones((), getattr(out, "dtype", np.float64), like=_raw(out))
+    """d out / d out = 1, in the output's dtype and on its backend."""
+    r = _raw(out)
+    dt = getattr(r, "dtype", np.float64)
+    if type(r) is np.ndarray or isinstance(r, (np.generic, int, float)):
+        return np.array(1.0, dtype=dt)
+    return backend.ones((), dt, like=r)
 
 
 def _raw(x):
@@ -164,7 +182,7 @@ def _gradients(trace, out, seed, records):
         for v, b in zip(vals, boxes):
             hit = grads.get(b._node[0])
             gs.append(_finish(hit[1], v) if hit is not None else _zeros_like(v))
-        result.append(unflatten(td, gs))
+        result.append(gs[0] if td is _LEAF_TD else unflatten(td, gs))
     return result
 
 
@@ -200,7 +218,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
         out, aux = _split_aux(out, has_aux, "grad")
         _check_scalar(out, "grad")
         value = _own(out, trace)
-        if np.dtype(getattr(value, "dtype", np.float64)).kind not in "fc":
+        if getattr(value, "dtype", _F64).kind not in "fc":
             raise TypeError(f"calcml.grad: the function returned dtype {value.dtype}; "
                             "a gradient needs a floating-point output")
         gs = _gradients(trace, out, _seed_like(value), records)
@@ -296,6 +314,10 @@ def _forward(f, primals, tangents, batch_shape, fname):
     trace = ForwardTrace(new_level(), batch_shape)
     boxed = []
     for i, (p, t) in enumerate(zip(primals, tangents)):
+        if (type(p) is np.ndarray and type(t) is np.ndarray and p.dtype.kind == "f"
+                and t.dtype == p.dtype and t.shape == tuple(batch_shape) + p.shape):
+            boxed.append(ForwardBox(p, trace, t))  # the common case, no tree walk
+            continue
         pl, ptd = flatten(p)
         tl, ttd = flatten(t)
         if ptd != ttd:
@@ -314,6 +336,8 @@ def _forward(f, primals, tangents, batch_shape, fname):
             leaves.append(ForwardBox(pv, trace, tv))
         boxed.append(unflatten(ptd, leaves))
     out = f(*boxed)
+    if isinstance(out, ForwardBox) and out._trace is trace:
+        return out._value, out._tangent
     out_leaves, out_td = flatten(out)
     vals, tans = [], []
     for o in out_leaves:
@@ -388,10 +412,7 @@ def _jac_fwd(f, args, kwargs, n):
 
 def _jac_rev(f, args, kwargs, n):
     trace, out, records = _reverse(f, args, kwargs, (n,), "jacobian")
-    td, vals, boxes = records[0]
-    if td.kind != "leaf":
-        raise TypeError("calcml.jacobian: differentiate with respect to an array, not a "
-                        "container (take one leaf at a time)")
+    _, vals, boxes = records[0]
     x, node = vals[0], boxes[0]._node
     ol, otd = flatten(out)
     jacs = []
@@ -418,7 +439,8 @@ def jacobian(f, argnums=0, mode="rev"):
     ----------
     f : callable
     argnums : int or tuple of int
-        A tuple gives a tuple of Jacobians.
+        A tuple gives a tuple of Jacobians, one per argument (for an output that is a
+        container, one such tuple at each of its leaves).
     mode : {"rev", "fwd"}
         ``"rev"``: one backward pass per output element (m VJPs on one recorded graph), best
         when outputs are few.  ``"fwd"``: one forward pass carrying all n input basis vectors
@@ -433,9 +455,20 @@ def jacobian(f, argnums=0, mode="rev"):
 
     def wrapped(*args, **kwargs):
         single, nums = _argnums(argnums, len(args), "jacobian")
+        for n in nums:
+            if flatten(args[n])[1].kind != "leaf":
+                raise TypeError(f"calcml.jacobian: argument {n} is a "
+                                f"{type(args[n]).__name__}; differentiate with respect to an "
+                                f"array, not a container (take one leaf at a time)")
         one = _jac_fwd if mode == "fwd" else _jac_rev
         jacs = [one(f, args, kwargs, n) for n in nums]
-        return jacs[0] if single else tuple(jacs)
+        if single:
+            return jacs[0]
+        # JAX's layout: the output's structure outside, a tuple over ``argnums`` at each of its
+        # leaves, so that hessian(f, (0, 1))[i][j] = ∂²f/∂x_i∂x_j, shaped x_i.shape + x_j.shape.
+        per_arg = [flatten(j)[0] for j in jacs]
+        out_td = flatten(jacs[0])[1]
+        return unflatten(out_td, [tuple(p[k] for p in per_arg) for k in range(len(per_arg[0]))])
 
     wrapped.__name__ = f"jacobian({getattr(f, '__name__', 'f')})"
     return wrapped
@@ -447,7 +480,8 @@ def hessian(f, argnums=0):
     Notes
     -----
     H_ij = ∂²f/∂x_i∂x_j, computed forward-over-reverse: the forward-mode Jacobian of the
-    reverse-mode gradient, all n directions in one batched pass.
+    reverse-mode gradient, all n directions in one batched pass.  With a tuple ``argnums``
+    the result is nested as ``H[i][j]``, of shape ``args[i].shape + args[j].shape``.
     """
     return jacobian(grad(f, argnums), argnums, mode="fwd")
 
@@ -465,6 +499,6 @@ def hvp(f, primals, tangents):
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TypeError("calcml.hvp: primals and tangents must be tuples, "
                         "e.g. cm.hvp(f, (x,), (v,))")
-    nums = tuple(range(len(primals)))
+    nums = 0 if len(primals) == 1 else tuple(range(len(primals)))
     _, t = jvp(grad(f, nums), tuple(primals), tuple(tangents))
-    return t[0] if len(primals) == 1 else tuple(t)
+    return t if len(primals) == 1 else tuple(t)

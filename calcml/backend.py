@@ -20,7 +20,7 @@ try:  # CuPy is an optional extra; import it only if it is installed and a devic
 except Exception:  # pragma: no cover - the usual case on a CPU machine
     _cupy = None
 
-__all__ = ["cupy_available", "get_xp", "to_numpy", "scatter_add", "zeros", "ones", "eye", "rng"]
+__all__ = ["cupy_available", "get_xp", "to_numpy", "scatter_add", "broadcast_to", "zeros", "ones", "eye", "rng"]
 
 
 def cupy_available() -> bool:
@@ -61,6 +61,32 @@ def ones(shape, dtype, like=None):
 def eye(n, dtype, like=None):
     """The ``n`` x ``n`` identity on the backend of ``like``."""
     return get_xp(like).eye(n, dtype=dtype)
+
+
+def broadcast_to(a, shape):
+    """A read-only view of ``a`` broadcast to ``shape`` (NumPy's rules).
+
+    Same result as ``numpy.broadcast_to``, built directly from strides for contiguous NumPy
+    arrays: on the small arrays of a backward pass ``numpy.broadcast_to`` costs more than the
+    arithmetic around it.
+    """
+    if type(a) is np.ndarray and a.flags.c_contiguous:
+        src, n = a.shape, len(shape)
+        k = n - len(src)
+        if k >= 0:
+            strides = [0] * n
+            ok = True
+            for i, (d, st) in enumerate(zip(src, a.strides)):
+                if d == shape[k + i]:
+                    strides[k + i] = st if d != 1 else 0
+                elif d != 1:
+                    ok = False
+                    break
+            if ok and all(s >= 0 for s in shape):
+                out = np.ndarray(shape, a.dtype, a, 0, tuple(strides))
+                out.flags.writeable = False
+                return out
+    return get_xp(a).broadcast_to(a, shape)
 
 
 def _is_basic_index(index) -> bool:

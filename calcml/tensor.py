@@ -18,7 +18,7 @@ import numpy as np
 
 from . import backend
 from ._core.reverse import backward_pass
-from ._core.trace import Box, leaf_node, op_error
+from ._core.trace import Box, apply_impl, leaf_node
 
 __all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
 
@@ -36,21 +36,21 @@ class _TensorTrace:
         parents = None
         vjps = prim.vjps
         record = vjps is not None and _grad_enabled[0]
-        for i, a in enumerate(args):
+        i = 0
+        for a in args:
             if isinstance(a, Tensor):
                 vals[i] = a._value
                 if record and a._node is not None and vjps[i] is not None:
                     if parents is None:
-                        parents = []
-                    parents.append((i, a._node))
-        try:
-            out = prim.impl(*vals, **params)
-        except (IndexError, ValueError, TypeError) as exc:
-            raise op_error(prim.name, args, exc) from None
+                        parents = [(i, a._node)]
+                    else:
+                        parents.append((i, a._node))
+            i += 1
+        out = apply_impl(prim, vals, params)
         t = _new(Tensor)
         t._value = out
         t._trace = TENSOR_TRACE
-        t._node = None if parents is None else (next_seq(), prim, vals, params, out, tuple(parents))
+        t._node = None if parents is None else (next_seq(), prim, vals, params, out, parents)
         return t
 
 

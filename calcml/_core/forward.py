@@ -8,7 +8,7 @@ tangent, which costs nothing.  The output tangent is broadcast, in one place, to
 
 from __future__ import annotations
 
-from .trace import Box, bind
+from .trace import Box, apply_impl, bind
 
 __all__ = ["ForwardTrace", "ForwardBox"]
 
@@ -44,15 +44,21 @@ class ForwardTrace:
 
     def process(self, prim, args, params):
         vals = list(args)
-        tans = None
-        for i, a in enumerate(args):
-            if isinstance(a, Box) and a._trace is self:
-                vals[i] = a._value
-                if tans is None:
-                    tans = [None] * len(args)
-                tans[i] = a._tangent
-        out = bind(prim, vals, params)
-        if tans is None or prim.jvps is None:
+        tans = [None] * len(args)
+        lower = False
+        i = 0
+        for a in args:
+            if isinstance(a, Box):
+                if a._trace is self:
+                    v = vals[i] = a._value
+                    tans[i] = a._tangent
+                    if isinstance(v, Box):
+                        lower = True
+                else:
+                    lower = True
+            i += 1
+        out = bind(prim, vals, params) if lower else apply_impl(prim, vals, params)
+        if prim.jvps is None:
             return out
         bshape = self.batch_shape
         if prim.jvp_joint is not None:
@@ -74,7 +80,8 @@ class ForwardTrace:
                 tout = ti if tout is None else _add(tout, ti)
         if tout is None:
             return out
-        want = bshape + _shape(out)
-        if _shape(tout) != want:
-            tout = _broadcast_to(tout, want)
+        if prim.broadcasts or (bshape and prim.elementwise):
+            want = bshape + _shape(out)
+            if _shape(tout) != want:
+                tout = _broadcast_to(tout, want)
         return ForwardBox(out, self, tout)

@@ -8,7 +8,8 @@ one forward rule (JVP) per argument.  Rules have the signatures::
                                       sums it to vals[i].shape in one place)
     jvp_i(t, out, *vals, **params) -> contribution to the output tangent
 
-``None`` in place of a rule marks a non-differentiable argument (an integer index, a boolean
+``vjps=None`` marks a primitive with no derivative at all (``sign``): its result is never
+boxed.  ``None`` in place of one rule marks a non-differentiable argument (an integer index, a boolean
 condition).  Rules are written in calcml operations, never raw NumPy, so that they can be
 differentiated again.
 
@@ -36,15 +37,20 @@ OPS: dict[str, "OpInfo"] = {}
 class Primitive:
     """An operation the engine differentiates directly (see module docstring)."""
 
-    __slots__ = ("name", "impl", "vjps", "jvps", "jvp_joint", "elementwise")
+    __slots__ = ("name", "impl", "vjps", "jvps", "jvp_joint", "elementwise", "broadcasts")
 
-    def __init__(self, name, impl, vjps, jvps, jvp_joint=None, elementwise=False):
+    def __init__(self, name, impl, vjps, jvps, jvp_joint=None, elementwise=False,
+                 broadcasts=False):
         self.name = name
         self.impl = impl
         self.vjps = vjps
         self.jvps = jvps
         self.jvp_joint = jvp_joint
         self.elementwise = elementwise
+        # True when a rule may return a value of a broadcast shape (several array arguments
+        # broadcast together, or batch axes of matmul): only then do the passes compare
+        # shapes, to sum a gradient down or broadcast a tangent up.
+        self.broadcasts = broadcasts
 
     def __repr__(self):
         return f"<calcml primitive {self.name}>"
@@ -64,7 +70,7 @@ class _EveryArg:
 
 
 def defprim(name, impl, vjps=None, jvps=None, *, vjp_every=None, jvp_every=None,
-            jvp_joint=None, elementwise=False):
+            jvp_joint=None, elementwise=False, broadcasts=None):
     """Create and register a primitive.
 
     ``vjps``/``jvps`` are tuples with one rule per argument; a variadic primitive gives
@@ -74,11 +80,14 @@ def defprim(name, impl, vjps=None, jvps=None, *, vjp_every=None, jvp_every=None,
     """
     if name in PRIMITIVES:
         raise ValueError(f"calcml: primitive {name!r} is registered twice")
+    if broadcasts is None:  # several arguments to an elementwise op, or any variadic op
+        nargs = len(vjps) if isinstance(vjps, tuple) else len(jvps or ()) or 1
+        broadcasts = vjp_every is not None or (elementwise and nargs > 1)
     if vjp_every is not None:
         vjps = _EveryArg(vjp_every)
     if jvp_every is not None:
         jvps = _EveryArg(jvp_every)
-    prim = Primitive(name, impl, vjps, jvps, jvp_joint, elementwise)
+    prim = Primitive(name, impl, vjps, jvps, jvp_joint, elementwise, broadcasts)
     PRIMITIVES[name] = prim
     return prim
 

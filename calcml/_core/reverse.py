@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from operator import itemgetter
 
-from .trace import Box, bind, new_seq
+from .trace import Box, apply_impl, bind, new_seq
 
 __all__ = ["ReverseTrace", "ReverseBox", "backward_pass", "toposort"]
 
@@ -51,15 +51,23 @@ class ReverseTrace:
         vals = list(args)
         parents = []
         vjps = prim.vjps
-        for i, a in enumerate(args):
-            if isinstance(a, Box) and a._trace is self:
-                vals[i] = a._value
-                if vjps is not None and vjps[i] is not None:
-                    parents.append((i, a._node))
-        out = bind(prim, vals, params)
+        lower = False  # does a lower-level box remain among the values?
+        i = 0
+        for a in args:
+            if isinstance(a, Box):
+                if a._trace is self:
+                    v = vals[i] = a._value
+                    if isinstance(v, Box):
+                        lower = True
+                    if vjps is not None and vjps[i] is not None:
+                        parents.append((i, a._node))
+                else:
+                    lower = True
+            i += 1
+        out = bind(prim, vals, params) if lower else apply_impl(prim, vals, params)
         if not parents:
             return out
-        return ReverseBox(out, self, (new_seq(), prim, vals, params, out, tuple(parents)))
+        return ReverseBox(out, self, (new_seq(), prim, vals, params, out, parents))
 
 
 def toposort(root):
@@ -91,29 +99,30 @@ def backward_pass(root, seed):
     """
     grads = {root[0]: seed}
     leaves = {}
-    add, sum_to = _add, _sum_to
+    add, sum_to, pop = _add, _sum_to, grads.pop
     for node in toposort(root):
-        seq = node[0]
-        g = grads.pop(seq, None)
+        seq, prim, vals, params, out, parents = node
+        g = pop(seq, None)
         if g is None:
             continue
-        prim = node[1]
         if prim is None:
             leaves[seq] = (node, g)
             continue
-        vals, params, out = node[2], node[3], node[4]
         vjps = prim.vjps
-        for i, parent in node[5]:
+        for i, parent in parents:
             try:
                 gi = vjps[i](g, out, *vals, **params)
             except Exception as exc:
                 raise type(exc)(
                     f"calcml: the reverse rule of {prim.name} (argument {i}) failed: {exc}"
                 ) from exc
-            shape = _shape(vals[i])
-            if _shape(gi) != shape:
-                gi = sum_to(gi, shape)
+            if prim.broadcasts:
+                shape = _shape(vals[i])
+                if _shape(gi) != shape:
+                    gi = sum_to(gi, shape)
             ps = parent[0]
-            prev = grads.get(ps)
-            grads[ps] = gi if prev is None else add(prev, gi)
+            if ps in grads:
+                grads[ps] = add(grads[ps], gi)
+            else:
+                grads[ps] = gi
     return leaves

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 
-__all__ = ["Box", "bind", "new_level", "new_seq", "leaf_node", "unbox_all", "describe", "op_error"]
+__all__ = ["Box", "bind", "bind1", "bind2", "apply_impl", "new_level", "new_seq", "leaf_node", "unbox_all", "describe", "op_error"]
 
 _levels = itertools.count(1)
 new_level = _levels.__next__
@@ -57,12 +57,36 @@ def bind(prim, args, params):
             t = a._trace
             if top is None or t.level > top.level:
                 top = t
-    if top is None:
-        try:
-            return prim.impl(*args, **params)
-        except (IndexError, ValueError, TypeError) as exc:
-            raise op_error(prim.name, args, exc) from None
-    return top.process(prim, args, params)
+    if top is not None:
+        return top.process(prim, args, params)
+    try:
+        return prim.impl(*args, **params)
+    except (IndexError, ValueError, TypeError) as exc:
+        raise op_error(prim.name, args, exc) from None
+
+
+def bind1(prim, x, params):
+    """``bind`` for one argument, known to be a box: its own trace processes the call."""
+    return x._trace.process(prim, (x,), params)
+
+
+def bind2(prim, x, y, params):
+    """``bind`` for two arguments, at least one of them a box."""
+    if isinstance(x, Box):
+        t = x._trace
+        if isinstance(y, Box) and y._trace.level > t.level:
+            t = y._trace
+    else:
+        t = y._trace
+    return t.process(prim, (x, y), params)
+
+
+def apply_impl(prim, vals, params):
+    """Run the implementation on unboxed values, with a clear error if NumPy refuses them."""
+    try:
+        return prim.impl(*vals, **params)
+    except (IndexError, ValueError, TypeError) as exc:
+        raise op_error(prim.name, vals, exc) from None
 
 
 def describe(args):

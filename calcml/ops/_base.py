@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core.trace import Box, bind, describe, op_error
+from .._core.trace import Box, bind, bind2, describe, op_error
 
 __all__ = [
     "Box", "bind", "unary", "binary", "op_error", "describe", "norm_axes", "lead", "shape_of",
@@ -35,6 +35,7 @@ def dtype_of(x):
 
 
 _KINDS = (IndexError, ValueError, TypeError)
+_EMPTY: dict = {}  # shared empty params (never mutated)
 call = bind  # binding already turns a NumPy refusal into a clear calcml error
 
 
@@ -44,7 +45,7 @@ def unary(prim, doc=None):
 
     def op(x):
         if isinstance(x, Box):
-            return bind(prim, (x,), {})
+            return x._trace.process(prim, (x,), _EMPTY)
         try:
             return impl(x)
         except _KINDS as e:
@@ -61,7 +62,7 @@ def binary(prim, doc=None):
 
     def op(x, y):
         if isinstance(x, Box) or isinstance(y, Box):
-            return bind(prim, (x, y), {})
+            return bind2(prim, x, y, _EMPTY)
         try:
             return impl(x, y)
         except _KINDS as e:

@@ -107,8 +107,19 @@ _power = defprim(
           lambda t, out, x, y: t * out * _log_or_zero(x)),
     elementwise=True,
 )
+_power_op = binary(_power, "x ** y.")
+
+
+def _power_fast(x, y):
+    """x ** y; a constant exponent of 2 binds ``square``."""
+    if type(y) in (int, float) and y == 2:
+        return square(x)
+    return _power_op(x, y)
+
+
+_power_fast.__name__ = _power_fast.__qualname__ = "power"
 power = register(
-    "power", binary(_power, "x ** y."),
+    "power", _power_fast,
     lambda rng: [Sample((_pos(rng, (3, 4)), rng.uniform(0.5, 2.5, size=(3, 4))), argnums=(0, 1)),
                  Sample((_pos(rng, (3, 1)), rng.uniform(0.5, 2.5, size=(4,))), argnums=(0, 1)),
                  Sample((rng.normal(size=(3, 4)), 3.0))],
@@ -116,9 +127,15 @@ power = register(
 )
 
 
-def square(x):
-    """x ** 2, elementwise."""
-    return power(x, 2.0)
+_square = defprim("square", np.square, vjps=(lambda g, out, x: g * (x * 2.0),),
+                  jvps=(lambda t, out, x: t * (x * 2.0),), elementwise=True)
+square = register("square", unary(_square, """x², elementwise (also what ``x ** 2`` binds).
+
+Notes
+-----
+d/dx x² = 2x.  A primitive of its own because it is everywhere in losses and in the rules of
+tanh and tan, where one multiplication is cheaper than the general power rule.
+"""), _unary_samples(_normal), public=False)
 
 
 # --- unary functions ----------------------------------------------------------------------
@@ -171,13 +188,13 @@ _cos = defprim("cos", np.cos, vjps=(lambda g, out, x: negative(g) * sin(x),),
                jvps=(lambda t, out, x: negative(t) * sin(x),), elementwise=True)
 cos = register("cos", unary(_cos, "Cosine.  d/dx cos x = -sin x."), _unary_samples(_normal))
 
-_tan = defprim("tan", np.tan, vjps=(lambda g, out, x: g * (out * out + 1.0),),
-               jvps=(lambda t, out, x: t * (out * out + 1.0),), elementwise=True)
+_tan = defprim("tan", np.tan, vjps=(lambda g, out, x: g * (square(out) + 1.0),),
+               jvps=(lambda t, out, x: t * (square(out) + 1.0),), elementwise=True)
 tan = register("tan", unary(_tan, "Tangent.  d/dx tan x = 1 + tan² x."),
                _unary_samples(lambda rng, s: rng.uniform(-1.2, 1.2, size=s)))
 
-_tanh = defprim("tanh", np.tanh, vjps=(lambda g, out, x: g * (1.0 - out * out),),
-                jvps=(lambda t, out, x: t * (1.0 - out * out),), elementwise=True)
+_tanh = defprim("tanh", np.tanh, vjps=(lambda g, out, x: g * (1.0 - square(out)),),
+                jvps=(lambda t, out, x: t * (1.0 - square(out)),), elementwise=True)
 tanh = register("tanh", unary(_tanh, "Hyperbolic tangent.  d/dx tanh x = 1 - tanh² x."),
                 _unary_samples(_normal))
 
@@ -302,7 +319,7 @@ _clip = defprim(
     "clip", lambda x, a_min, a_max: np.clip(x, a_min, a_max),
     vjps=(lambda g, out, x, a_min, a_max: where(_clip_mask(x, a_min, a_max), g, 0.0),),
     jvps=(lambda t, out, x, a_min, a_max: where(_clip_mask(x, a_min, a_max), t, 0.0),),
-    elementwise=True,
+    elementwise=True, broadcasts=True,  # array bounds may broadcast x up
 )
 
 

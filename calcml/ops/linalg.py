@@ -11,6 +11,8 @@ from .shape import broadcast_to, expand_dims, reshape, squeeze, swapaxes
 
 __all__ = ["matmul", "dot", "einsum"]
 
+_EMPTY: dict = {}
+
 
 # --- matmul -------------------------------------------------------------------------------
 # 1-D operands follow NumPy: a vector on the left is a row, on the right a column, and the
@@ -22,6 +24,8 @@ def _mm_vjp_x(g, out, x, y):
     if yn == 1:
         return g * y if xn == 1 else expand_dims(g, -1) * y
     if xn == 1:
+        if yn == 2:
+            return matmul(y, g)
         return squeeze(matmul(y, expand_dims(g, -1)), -1)
     return matmul(g, swapaxes(y, -1, -2))
 
@@ -31,6 +35,8 @@ def _mm_vjp_y(g, out, x, y):
     if xn == 1:
         return g * x if yn == 1 else expand_dims(x, -1) * expand_dims(g, -2)
     if yn == 1:
+        if xn == 2:
+            return matmul(g, x)
         return squeeze(matmul(swapaxes(x, -1, -2), expand_dims(g, -1)), -1)
     return matmul(swapaxes(x, -1, -2), g)
 
@@ -67,7 +73,8 @@ def _mm_jvp_y(t, out, x, y):
     return matmul(x, _align(t, ld, y, max(xn, yn)))
 
 
-_matmul = defprim("matmul", np.matmul, vjps=(_mm_vjp_x, _mm_vjp_y), jvps=(_mm_jvp_x, _mm_jvp_y))
+_matmul = defprim("matmul", np.matmul, vjps=(_mm_vjp_x, _mm_vjp_y), jvps=(_mm_jvp_x, _mm_jvp_y),
+                  broadcasts=True)
 
 
 def matmul(x, y):
@@ -78,10 +85,7 @@ def matmul(x, y):
     For C = A B: dL/dA = G Bᵀ and dL/dB = Aᵀ G; batch axes that were broadcast are summed.
     """
     if isinstance(x, Box) or isinstance(y, Box):
-        if ndim_of(x) == 0 or ndim_of(y) == 0:
-            raise ValueError(f"calcml.matmul: operands must have at least one axis, got shapes "
-                             f"{tuple(shape_of(x))} and {tuple(shape_of(y))}")
-        return call(_matmul, (x, y), {})
+        return call(_matmul, (x, y), _EMPTY)
     try:
         return np.matmul(x, y)
     except (ValueError, TypeError) as e:

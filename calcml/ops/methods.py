@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.registry import PRIMITIVES
-from .._core.trace import Box, bind
+from .._core.trace import Box, bind2
 from . import elementwise as E
 from . import linalg as L
 from . import reductions as R
 from . import shape as S
-from ._base import raw
+from ._base import describe, raw
 
 _add, _sub, _mul, _div = (PRIMITIVES[n] for n in ("add", "subtract", "multiply", "divide"))
 _pow, _neg, _mm = PRIMITIVES["power"], PRIMITIVES["negative"], PRIMITIVES["matmul"]
@@ -104,10 +104,11 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     fn = UFUNCS.get(ufunc)
     if fn is None or method != "__call__" or kwargs:
         what = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        if fn is not None and method == "__call__":
+            what += f" with keyword arguments ({', '.join(kwargs)})"
         raise TypeError(
-            f"calcml: {what} is not differentiable by calcml (arguments "
-            f"{', '.join(type(i).__name__ for i in inputs)}). Use calcml's operations "
-            f"(see calcml.OPERATIONS) or write it from them."
+            f"calcml: {what} is not differentiable by calcml (arguments {describe(inputs)}). "
+            f"Use calcml's operations (see calcml.OPERATIONS) or write it from them."
         )
     return fn(*inputs)
 
@@ -115,27 +116,28 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 def _array_function(self, func, types, args, kwargs):
     fn = FUNCTIONS.get(func)
     if fn is None:
+        name = f"{getattr(func, '__module__', None) or 'numpy'}.{func.__name__}"
         raise TypeError(
-            f"calcml: numpy.{func.__name__} is not differentiable by calcml. Use calcml's "
-            f"operations (see calcml.OPERATIONS) or write it from them."
+            f"calcml: {name} is not differentiable by calcml (arguments {describe(args)}). "
+            f"Use calcml's operations (see calcml.OPERATIONS) or write it from them."
         )
     return fn(*args, **kwargs)
 
 
 _METHODS = dict(
-    __add__=lambda s, o: bind(_add, (s, o), _EMPTY),
-    __radd__=lambda s, o: bind(_add, (o, s), _EMPTY),
-    __sub__=lambda s, o: bind(_sub, (s, o), _EMPTY),
-    __rsub__=lambda s, o: bind(_sub, (o, s), _EMPTY),
-    __mul__=lambda s, o: bind(_mul, (s, o), _EMPTY),
-    __rmul__=lambda s, o: bind(_mul, (o, s), _EMPTY),
-    __truediv__=lambda s, o: bind(_div, (s, o), _EMPTY),
-    __rtruediv__=lambda s, o: bind(_div, (o, s), _EMPTY),
-    __pow__=lambda s, o: bind(_pow, (s, o), _EMPTY),
-    __rpow__=lambda s, o: bind(_pow, (o, s), _EMPTY),
+    __add__=lambda s, o: bind2(_add, s, o, _EMPTY),
+    __radd__=lambda s, o: bind2(_add, o, s, _EMPTY),
+    __sub__=lambda s, o: bind2(_sub, s, o, _EMPTY),
+    __rsub__=lambda s, o: bind2(_sub, o, s, _EMPTY),
+    __mul__=lambda s, o: bind2(_mul, s, o, _EMPTY),
+    __rmul__=lambda s, o: bind2(_mul, o, s, _EMPTY),
+    __truediv__=lambda s, o: bind2(_div, s, o, _EMPTY),
+    __rtruediv__=lambda s, o: bind2(_div, o, s, _EMPTY),
+    __pow__=lambda s, o: E.power(s, o),
+    __rpow__=lambda s, o: bind2(_pow, o, s, _EMPTY),
     __matmul__=lambda s, o: L.matmul(s, o),
     __rmatmul__=lambda s, o: L.matmul(o, s),
-    __neg__=lambda s: bind(_neg, (s,), _EMPTY),
+    __neg__=lambda s: s._trace.process(_neg, (s,), _EMPTY),
     __pos__=lambda s: s,
     __abs__=lambda s: E.abs(s),
     __getitem__=lambda s, i: S.getitem(s, i),

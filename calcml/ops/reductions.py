@@ -33,9 +33,13 @@ def _keep(g, x, axis, keepdims):
 
 
 def _reduce_wrapper(prim, name, np_fn, doc):
+    method = np_fn.__name__
+
     def op(x, axis=None, keepdims=False):
         if not isinstance(x, Box):
             try:
+                if type(x) is np.ndarray:
+                    return getattr(x, method)(axis=axis, keepdims=keepdims)
                 return np_fn(x, axis=axis, keepdims=keepdims)
             except (ValueError, TypeError) as e:
                 from ._base import op_error
@@ -62,7 +66,7 @@ def _red_samples(rng, pos=False):
 # --- sum ----------------------------------------------------------------------------------
 
 _sum = defprim(
-    "sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
+    "sum", lambda x, axis, keepdims: x.sum(axis=axis, keepdims=keepdims),
     vjps=(lambda g, out, x, axis, keepdims: broadcast_to(_keep(g, x, axis, keepdims), shape_of(x)),),
     jvps=(lambda t, out, x, axis, keepdims: sum(t, axis=axis, keepdims=keepdims),),
 )
@@ -83,6 +87,9 @@ def sum_to(g, shape):
         return g
     n = len(gs) - len(shape)
     axes = tuple(range(n)) + tuple(n + i for i, s in enumerate(shape) if s == 1 and gs[n + i] != 1)
+    if not isinstance(g, Box):  # plain values: straight to the array's own methods
+        r = g.sum(axis=axes, keepdims=True) if axes else g
+        return r.reshape(shape) if r.shape != shape else r
     if axes:
         g = sum(g, axis=axes, keepdims=True)
     return reshape(g, shape) if tuple(shape_of(g)) != shape else g
@@ -152,7 +159,7 @@ def _tie_weights(x, out, axis, keepdims):
 
 def _extreme(name, np_fn):
     prim = defprim(
-        name, lambda x, axis, keepdims: np_fn(x, axis=axis, keepdims=keepdims),
+        name, lambda x, axis, keepdims: getattr(x, name)(axis=axis, keepdims=keepdims),
         vjps=(lambda g, out, x, axis, keepdims:
               _keep(g, x, axis, keepdims) * _tie_weights(x, out, axis, keepdims),),
         jvps=(lambda t, out, x, axis, keepdims:
@@ -175,7 +182,7 @@ min = register("min", _extreme("min", np.min), _red_samples)
 # --- prod ---------------------------------------------------------------------------------
 
 _prod = defprim(
-    "prod", lambda x, axis, keepdims: np.prod(x, axis=axis, keepdims=keepdims),
+    "prod", lambda x, axis, keepdims: x.prod(axis=axis, keepdims=keepdims),
     vjps=(lambda g, out, x, axis, keepdims:
           _keep(g, x, axis, keepdims) * (_keep(out, x, axis, keepdims) / x),),
     jvps=(lambda t, out, x, axis, keepdims:

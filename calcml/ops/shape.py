@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backend
 from .._core.registry import Sample, defprim, register
-from ._base import Box, call, dtype_of, lead, ndim_of, norm_axes, raw, shape_of
+from ._base import Box, call, dtype_of, lead, ndim_of, norm_axes, op_error, raw, shape_of
 
 __all__ = ["reshape", "transpose", "swapaxes", "moveaxis", "broadcast_to", "expand_dims",
            "squeeze", "concatenate", "stack", "getitem", "take"]
@@ -35,7 +35,7 @@ def _resolve_shape(shape, size, name):
 
 
 _reshape = defprim(
-    "reshape", lambda x, shape: np.reshape(x, shape),
+    "reshape", lambda x, shape: x.reshape(shape),
     vjps=(lambda g, out, x, shape: reshape(g, shape_of(x)),),
     jvps=(lambda t, out, x, shape: reshape(t, lead(t, x) + shape),),
 )
@@ -49,7 +49,12 @@ def reshape(x, shape):
     Linear: the derivative reshapes the cotangent back.
     """
     if not isinstance(x, Box):
-        return np.reshape(x, shape)
+        try:
+            return x.reshape(shape) if type(x) is np.ndarray else np.reshape(x, shape)
+        except (ValueError, TypeError) as e:
+            raise op_error("reshape", (x,), e) from None
+    if type(shape) is tuple and -1 not in shape:
+        return x if shape == x.shape else x._trace.process(_reshape, (x,), {"shape": shape})
     s = _resolve_shape(shape, math.prod(shape_of(x)), "reshape")
     if s == tuple(shape_of(x)):
         return x
@@ -63,7 +68,7 @@ register("reshape", reshape, lambda rng: [Sample((rng.normal(size=(3, 4)),), {"s
 # --- transpose ----------------------------------------------------------------------------
 
 _transpose = defprim(
-    "transpose", lambda x, axes: np.transpose(x, axes),
+    "transpose", lambda x, axes: x.transpose(axes),
     vjps=(lambda g, out, x, axes: transpose(g, tuple(np.argsort(axes))),),
     jvps=(lambda t, out, x, axes: transpose(t, _batched_perm(t, x, axes)),),
 )
@@ -82,13 +87,19 @@ def transpose(x, axes=None):
     Linear: the derivative applies the inverse permutation.
     """
     if not isinstance(x, Box):
-        return np.transpose(x, axes)
+        try:
+            return x.transpose(axes) if type(x) is np.ndarray else np.transpose(x, axes)
+        except (ValueError, TypeError) as e:
+            raise op_error("transpose", (x,), e) from None
     n = ndim_of(x)
+    if n == 2 and axes is None:
+        return x._trace.process(_transpose, (x,), _T2)
     if axes is None:
         axes = tuple(range(n - 1, -1, -1))
     axes = tuple(int(a) % n if n else int(a) for a in axes)
     if sorted(axes) != list(range(n)):
-        raise ValueError(f"calcml.transpose: axes {axes} are not a permutation of {n} axes")
+        raise ValueError(f"calcml.transpose: axes {axes} are not a permutation of the axes of "
+                         f"an array of shape {tuple(shape_of(x))}")
     if axes == tuple(range(n)):
         return x
     return call(_transpose, (x,), {"axes": axes})
@@ -98,9 +109,16 @@ register("transpose", transpose, lambda rng: [
     Sample((rng.normal(size=(3, 4)),)), Sample((rng.normal(size=(2, 3, 4)),), {"axes": (1, 2, 0)})])
 
 
+_T2 = {"axes": (1, 0)}
+
+
 def swapaxes(x, axis1, axis2):
     """Interchange two axes of ``x``."""
+    if not isinstance(x, Box):
+        return x.swapaxes(axis1, axis2)
     n = ndim_of(x)
+    if n == 2:
+        return x._trace.process(_transpose, (x,), _T2)
     perm = list(range(n))
     perm[axis1], perm[axis2] = perm[axis2], perm[axis1]
     return transpose(x, tuple(perm))
@@ -125,7 +143,7 @@ def _bt_jvp(t, out, x, shape):
 
 
 _broadcast_to = defprim(
-    "broadcast_to", lambda x, shape: np.broadcast_to(x, shape),
+    "broadcast_to", backend.broadcast_to,
     vjps=(lambda g, out, x, shape: sum_to(g, shape_of(x)),),
     jvps=(_bt_jvp,),
 )
@@ -138,9 +156,13 @@ def broadcast_to(x, shape):
     -----
     The adjoint of broadcasting is summing over the broadcast axes.
     """
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    if type(shape) is not tuple:
+        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(map(int, shape))
     if not isinstance(x, Box):
-        return np.broadcast_to(x, shape)
+        try:
+            return backend.broadcast_to(x if hasattr(x, "shape") else np.asarray(x), shape)
+        except (ValueError, TypeError) as e:
+            raise op_error("broadcast_to", (x,), e) from None
     if tuple(shape_of(x)) == shape:
         return x
     return call(_broadcast_to, (x,), {"shape": shape})
@@ -223,7 +245,10 @@ def concatenate(arrays, axis=0):
     if not arrays:
         raise ValueError("calcml.concatenate: need at least one array")
     if not any(isinstance(a, Box) for a in arrays):
-        return np.concatenate(arrays, axis=axis)
+        try:
+            return np.concatenate(arrays, axis=axis)
+        except (ValueError, TypeError) as e:
+            raise op_error("concatenate", arrays, e) from None
     ax = norm_axes(axis, ndim_of(arrays[0]), "concatenate")[0]
     return call(_concatenate, arrays, {"axis": ax})
 
@@ -369,7 +394,10 @@ def take(a, indices, axis=None):
     """
     indices = np.asarray(raw(indices))
     if not isinstance(a, Box):
-        return np.take(a, indices, axis=axis)
+        try:
+            return np.take(a, indices, axis=axis)
+        except (IndexError, ValueError, TypeError) as e:
+            raise op_error("take", (a, indices), e) from None
     if axis is None:
         return getitem(reshape(a, (-1,)), (indices,))
     ax = int(axis) % ndim_of(a)

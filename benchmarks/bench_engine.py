@@ -1,0 +1,586 @@
+"""Engine benchmarks: calcml against a hand-written NumPy forward/backward (the floor for a
+NumPy engine), and against PyTorch (CPU, eager), HIPS autograd and JAX when installed, all
+timed in the same run.  Prints a table of times and ratios to the NumPy floor, with the goals
+of issue 2, and optionally writes them as JSON.
+
+Run:  python benchmarks/bench_engine.py [--dtype float32|float64|both] [--json out.json]
+      [--quick] [--threads 2] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+
+def _set_threads(n):
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def timeit(fn, min_time=0.2, repeats=5):
+    """Best-of-``repeats`` mean time per call (seconds), each repeat running >= min_time/repeats."""
+    fn()
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    number = max(1, int(min_time / repeats / one))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / number)
+    return best
+
+
+# -------------------------------------------------------------------------------------------
+# 1. a chain of 100 elementwise ops on a length-16 vector
+# -------------------------------------------------------------------------------------------
+N_CHAIN = 100
+
+
+def chain_numpy(x):
+    """Forward storing what the backward needs, then the backward by hand."""
+    saved = []
+    h = x
+    for i in range(N_CHAIN):
+        k = i % 5
+        if k == 0:
+            saved.append(h)
+            h = np.sin(h)
+        elif k == 1:
+            h = h * 1.01
+        elif k == 2:
+            h = np.tanh(h)
+            saved.append(h)
+        elif k == 3:
+            h = h + 0.1
+        else:
+            saved.append(h)
+            h = np.cos(h)
+    g = np.ones_like(h)
+    for i in reversed(range(N_CHAIN)):
+        k = i % 5
+        if k == 0:
+            g = g * np.cos(saved.pop())
+        elif k == 1:
+            g = g * 1.01
+        elif k == 2:
+            t = saved.pop()
+            g = g * (1.0 - t * t)
+        elif k == 4:
+            g = g * -np.sin(saved.pop())
+    return g
+
+
+def chain_fn(m, h):
+    """The same chain written against a NumPy-like module ``m`` (calcml, autograd.numpy)."""
+    for i in range(N_CHAIN):
+        k = i % 5
+        if k == 0:
+            h = m.sin(h)
+        elif k == 1:
+            h = h * 1.01
+        elif k == 2:
+            h = m.tanh(h)
+        elif k == 3:
+            h = h + 0.1
+        else:
+            h = m.cos(h)
+    return m.sum(h)
+
+
+def bench_chain(dtype, impls):
+    import calcml as cm
+
+    x = np.linspace(-1, 1, 16).astype(dtype)
+    g_cm = cm.grad(lambda h: chain_fn(cm, h))
+    ref = chain_numpy(x)
+    assert np.allclose(g_cm(x), ref, rtol=1e-4), "calcml chain gradient disagrees"
+    row = {"numpy": timeit(lambda: chain_numpy(x)), "calcml": timeit(lambda: g_cm(x))}
+    xt = cm.tensor(x, requires_grad=True)
+
+    def tensor_step():
+        xt.grad = None
+        chain_fn(cm, xt).backward()
+
+    row["calcml (Tensor)"] = timeit(tensor_step)
+    if "torch" in impls:
+        torch = impls["torch"]
+        tx = torch.tensor(x, requires_grad=True)
+
+        def torch_step():
+            tx.grad = None
+            chain_fn(torch, tx).backward()
+
+        row["torch"] = timeit(torch_step)
+    if "autograd" in impls:
+        ag, anp = impls["autograd"]
+        g_ag = ag.grad(lambda h: chain_fn(anp, h))
+        row["autograd"] = timeit(lambda: g_ag(x))
+    if "jax" in impls:
+        jax, jnp = impls["jax"]
+        g_j = jax.grad(lambda h: chain_fn(jnp, h))  # eager (no jit), like the others
+        xj = jnp.asarray(x)
+        row["jax (eager)"] = timeit(lambda: g_j(xj).block_until_ready(), min_time=0.5)
+    return row
+
+
+# -------------------------------------------------------------------------------------------
+# 2, 3, 6. MLP training steps
+# -------------------------------------------------------------------------------------------
+
+def init_mlp(sizes, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    params = []
+    for fi, fo in zip(sizes[:-1], sizes[1:]):
+        params.append((rng.normal(0, 1 / np.sqrt(fi), size=(fo, fi)).astype(dtype),
+                       np.zeros(fo, dtype=dtype)))
+    return params
+
+
+def mlp_ce_numpy(params, x, onehot, lr):
+    """Forward + backward + SGD step for tanh layers and a softmax cross-entropy head."""
+    acts = [x]
+    h = x
+    n = len(params)
+    for i, (w, b) in enumerate(params):
+        z = h @ w.T + b
+        h = np.tanh(z) if i < n - 1 else z
+        acts.append(h)
+    z = acts[-1]
+    zmax = z.max(axis=1, keepdims=True)
+    e = np.exp(z - zmax)
+    s = e.sum(axis=1, keepdims=True)
+    logp = z - zmax - np.log(s)
+    loss = -(onehot * logp).sum() / x.shape[0]
+    g = (e / s - onehot) / x.shape[0]
+    for i in reversed(range(n)):
+        w, b = params[i]
+        a = acts[i]
+        gw = g.T @ a
+        gb = g.sum(axis=0)
+        if i > 0:
+            g = (g @ w) * (1.0 - a * a)
+        w -= lr * gw
+        b -= lr * gb
+    return loss
+
+
+def mlp_ce_calcml_tensor(cm, tparams, x, onehot, lr):
+    h = x
+    n = len(tparams)
+    for i, (w, b) in enumerate(tparams):
+        h = h @ w.T + b
+        if i < n - 1:
+            h = cm.tanh(h)
+    loss = -cm.sum(onehot * cm.log_softmax(h, axis=1)) * (1.0 / x.shape[0])
+    loss.backward()
+    for w, b in tparams:
+        w.data -= lr * w.grad
+        b.data -= lr * b.grad
+        w.grad = None
+        b.grad = None
+    return loss
+
+
+def mlp_ce_loss_fn(cm):
+    def loss(params, x, onehot):
+        h = x
+        n = len(params)
+        for i, (w, b) in enumerate(params):
+            h = h @ w.T + b
+            if i < n - 1:
+                h = cm.tanh(h)
+        return -cm.sum(onehot * cm.log_softmax(h, axis=1)) * (1.0 / x.shape[0])
+
+    return loss
+
+
+def bench_mlp_ce(dtype, impls, sizes, batch):
+    import calcml as cm
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(batch, sizes[0])).astype(dtype)
+    labels = rng.integers(0, sizes[-1], size=batch)
+    onehot = np.eye(sizes[-1], dtype=dtype)[labels]
+    lr = 1e-3
+    p_np = init_mlp(sizes, dtype)
+    p_cm = [(cm.tensor(w, requires_grad=True), cm.tensor(b, requires_grad=True))
+            for w, b in init_mlp(sizes, dtype)]
+    # same start, same data: the first step's loss must agree
+    l_np = mlp_ce_numpy(init_mlp(sizes, dtype), x, onehot, lr)
+    l_cm = float(mlp_ce_calcml_tensor(cm, [(cm.tensor(w, requires_grad=True),
+                                            cm.tensor(b, requires_grad=True))
+                                           for w, b in init_mlp(sizes, dtype)], x, onehot, lr))
+    assert abs(l_np - l_cm) < 1e-4 * max(1, abs(l_np)), (l_np, l_cm)
+    row = {"numpy": timeit(lambda: mlp_ce_numpy(p_np, x, onehot, lr)),
+           "calcml": timeit(lambda: mlp_ce_calcml_tensor(cm, p_cm, x, onehot, lr))}
+    p_fn = [list(p) for p in init_mlp(sizes, dtype)]
+    vg = cm.value_and_grad(mlp_ce_loss_fn(cm))
+
+    def functional_step():
+        _, grads = vg(p_fn, x, onehot)
+        for p, g in zip(p_fn, grads):
+            p[0] -= lr * g[0]
+            p[1] -= lr * g[1]
+
+    row["calcml (grad)"] = timeit(functional_step)
+    if "torch" in impls:
+        torch = impls["torch"]
+        tp = [(torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True))
+              for w, b in init_mlp(sizes, dtype)]
+        tx, toh = torch.tensor(x), torch.tensor(onehot)
+
+        def torch_step():
+            h = tx
+            for i, (w, b) in enumerate(tp):
+                h = h @ w.T + b
+                if i < len(tp) - 1:
+                    h = torch.tanh(h)
+            loss = -(toh * torch.log_softmax(h, dim=1)).sum() / batch
+            loss.backward()
+            with torch.no_grad():
+                for w, b in tp:
+                    w -= lr * w.grad
+                    b -= lr * b.grad
+                    w.grad = None
+                    b.grad = None
+
+        row["torch"] = timeit(torch_step)
+    if "autograd" in impls:
+        ag, anp = impls["autograd"]
+        import autograd.scipy.special as ass
+
+        def ag_loss(params):
+            h = x
+            for i, (w, b) in enumerate(params):
+                h = anp.dot(h, w.T) + b
+                if i < len(params) - 1:
+                    h = anp.tanh(h)
+            logp = h - ass.logsumexp(h, axis=1, keepdims=True)
+            return -anp.sum(onehot * logp) / batch
+
+        ag_p = [list(p) for p in init_mlp(sizes, dtype)]
+        g_ag = ag.grad(ag_loss)
+
+        def ag_step():
+            grads = g_ag(ag_p)
+            for p, g in zip(ag_p, grads):
+                p[0] = p[0] - lr * g[0]
+                p[1] = p[1] - lr * g[1]
+
+        row["autograd"] = timeit(ag_step)
+    return row
+
+
+def hinge_numpy(params, x, y, lr, lam):
+    (w1, b1), (w2, b2), (w3, b3) = params
+    z1 = x @ w1.T + b1
+    a1 = np.maximum(z1, 0)
+    z2 = a1 @ w2.T + b2
+    a2 = np.maximum(z2, 0)
+    out = (a2 @ w3.T + b3)[:, 0]
+    margin = 1.0 - y * out
+    n = x.shape[0]
+    loss = np.maximum(margin, 0).mean() + 0.5 * lam * sum(np.sum(w * w) for w, _ in params)
+    gout = np.where(margin > 0, -y, 0.0).astype(x.dtype)[:, None] / n
+    gw3 = gout.T @ a2 + lam * w3
+    gb3 = gout.sum(0)
+    g2 = (gout @ w3) * (z2 > 0)
+    gw2 = g2.T @ a1 + lam * w2
+    gb2 = g2.sum(0)
+    g1 = (g2 @ w2) * (z1 > 0)
+    gw1 = g1.T @ x + lam * w1
+    gb1 = g1.sum(0)
+    for (w, b), gw, gb in zip(params, (gw1, gw2, gw3), (gb1, gb2, gb3)):
+        w -= lr * gw
+        b -= lr * gb
+    return loss
+
+
+def hinge_calcml(cm, tparams, x, y, lr, lam):
+    h = x
+    for i, (w, b) in enumerate(tparams):
+        h = h @ w.T + b
+        if i < 2:
+            h = cm.relu(h)
+    out = h[:, 0]
+    loss = cm.mean(cm.relu(1.0 - y * out))
+    reg = 0.0
+    for w, _ in tparams:
+        reg = reg + cm.sum(w * w)
+    loss = loss + (0.5 * lam) * reg
+    loss.backward()
+    for w, b in tparams:
+        w.data -= lr * w.grad
+        b.data -= lr * b.grad
+        w.grad = None
+        b.grad = None
+    return loss
+
+
+def bench_hinge(dtype, impls):
+    import calcml as cm
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(100, 2)).astype(dtype)
+    y = np.where(x[:, 0] * x[:, 1] > 0, 1.0, -1.0).astype(dtype)
+    sizes = [2, 16, 16, 1]
+    lr, lam = 0.1, 1e-3
+    l_np = hinge_numpy(init_mlp(sizes, dtype, 3), x, y, lr, lam)
+    l_cm = float(hinge_calcml(cm, [(cm.tensor(w, requires_grad=True),
+                                    cm.tensor(b, requires_grad=True))
+                                   for w, b in init_mlp(sizes, dtype, 3)], x, y, lr, lam))
+    assert abs(l_np - l_cm) < 1e-4 * max(1, abs(l_np)), (l_np, l_cm)
+    p_np = init_mlp(sizes, dtype, 3)
+    p_cm = [(cm.tensor(w, requires_grad=True), cm.tensor(b, requires_grad=True))
+            for w, b in init_mlp(sizes, dtype, 3)]
+    row = {"numpy": timeit(lambda: hinge_numpy(p_np, x, y, lr, lam)),
+           "calcml": timeit(lambda: hinge_calcml(cm, p_cm, x, y, lr, lam))}
+    if "torch" in impls:
+        torch = impls["torch"]
+        tp = [(torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True))
+              for w, b in init_mlp(sizes, dtype, 3)]
+        tx, ty = torch.tensor(x), torch.tensor(y)
+
+        def torch_step():
+            h = tx
+            for i, (w, b) in enumerate(tp):
+                h = h @ w.T + b
+                if i < 2:
+                    h = torch.relu(h)
+            loss = torch.relu(1.0 - ty * h[:, 0]).mean()
+            loss = loss + 0.5 * lam * sum((w * w).sum() for w, _ in tp)
+            loss.backward()
+            with torch.no_grad():
+                for w, b in tp:
+                    w -= lr * w.grad
+                    b -= lr * b.grad
+                    w.grad = None
+                    b.grad = None
+
+        row["torch"] = timeit(torch_step)
+    return row
+
+
+# -------------------------------------------------------------------------------------------
+# 4, 5. Hessian and Hessian-vector product of f(x) = sum(tanh(A x))
+# -------------------------------------------------------------------------------------------
+
+def bench_hessian(dtype, impls, n=100, m=100):
+    import calcml as cm
+
+    rng = np.random.default_rng(3)
+    A = (rng.normal(size=(m, n)) / np.sqrt(n)).astype(dtype)
+    x = rng.normal(size=n).astype(dtype)
+    v = rng.normal(size=n).astype(dtype)
+
+    def f(x):
+        return cm.sum(cm.tanh(A @ x))
+
+    def hess_np():
+        t = np.tanh(A @ x)
+        d = -2.0 * t * (1.0 - t * t)
+        return A.T @ (d[:, None] * A)
+
+    def hvp_np():
+        t = np.tanh(A @ x)
+        d = -2.0 * t * (1.0 - t * t)
+        return A.T @ (d * (A @ v))
+
+    H = cm.hessian(f)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert np.allclose(H(x), hess_np(), atol=tol), "calcml Hessian disagrees"
+    assert np.allclose(cm.hvp(f, (x,), (v,)), hvp_np(), atol=tol), "calcml HVP disagrees"
+    hrow = {"numpy": timeit(hess_np), "calcml": timeit(lambda: H(x))}
+    vrow = {"numpy": timeit(hvp_np), "calcml": timeit(lambda: cm.hvp(f, (x,), (v,)))}
+    if "torch" in impls:
+        torch = impls["torch"]
+        tA, tx, tv = torch.tensor(A), torch.tensor(x), torch.tensor(v)
+        tf = lambda x: torch.tanh(tA @ x).sum()
+        hrow["torch"] = timeit(lambda: torch.autograd.functional.hessian(tf, tx))
+        vrow["torch"] = timeit(lambda: torch.autograd.functional.hvp(tf, tx, tv))
+    if "autograd" in impls:
+        ag, anp = impls["autograd"]
+        af = lambda x: anp.sum(anp.tanh(anp.dot(A, x)))
+        ah = ag.hessian(af)
+        hrow["autograd"] = timeit(lambda: ah(x))
+        ahv = ag.hessian_vector_product(af)
+        vrow["autograd"] = timeit(lambda: ahv(x, v))
+    if "jax" in impls:
+        jax, jnp = impls["jax"]
+        jA, jx, jv = jnp.asarray(A), jnp.asarray(x), jnp.asarray(v)
+        jf = lambda x: jnp.sum(jnp.tanh(jA @ x))
+        jh = jax.hessian(jf)
+        hrow["jax (eager)"] = timeit(lambda: jh(jx).block_until_ready(), min_time=0.5)
+        jhv = lambda: jax.jvp(jax.grad(jf), (jx,), (jv,))[1].block_until_ready()
+        vrow["jax (eager)"] = timeit(jhv, min_time=0.5)
+    return hrow, vrow
+
+
+# -------------------------------------------------------------------------------------------
+# memory: 10,000 steps with flat RSS
+# -------------------------------------------------------------------------------------------
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_memory(steps=10_000):
+    import calcml as cm
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(64, 64))
+    onehot = np.eye(10)[rng.integers(0, 10, 64)]
+    p = [(cm.tensor(w, requires_grad=True), cm.tensor(b, requires_grad=True))
+         for w, b in init_mlp([64, 32, 10], np.float64)]
+    marks = {}
+    for k in range(1, steps + 1):
+        mlp_ce_calcml_tensor(cm, p, x, onehot, 1e-3)
+        if k in (1000, steps):
+            gc.collect()
+            marks[k] = _rss_mb()
+    return marks
+
+
+# -------------------------------------------------------------------------------------------
+
+GOALS = {  # workload: (kind, goal)  kind "us/op" = absolute, "x" = ratio to the NumPy floor
+    "chain100": ("us/op", 2.5),
+    "mlp_64_256_256_10": ("x", 1.3),
+    "mlp_784_1024_1024_10": ("x", 1.05),
+    "hessian_tanh_100": ("x", 10.0),
+    "hvp_tanh_100": ("x", 7.0),
+    "hinge_2_16_16_1": ("x", 2.5),
+}
+
+
+def load_impls(skip=()):
+    impls = {}
+    if "torch" not in skip:
+        try:
+            import torch
+
+            impls["torch"] = torch
+        except ImportError:
+            pass
+    if "autograd" not in skip:
+        try:
+            import autograd
+            import autograd.numpy as anp
+
+            impls["autograd"] = (autograd, anp)
+        except ImportError:
+            pass
+    if "jax" not in skip:
+        try:
+            import jax
+            import jax.numpy as jnp
+
+            jax.config.update("jax_enable_x64", True)
+            impls["jax"] = (jax, jnp)
+        except ImportError:
+            pass
+    return impls
+
+
+def run(dtypes, quick=False, skip=(), threads=2):
+    _set_threads(threads)
+    impls = load_impls(skip)
+    results = {}
+    for dt in dtypes:
+        dtype = np.dtype(dt).type
+        res = {}
+        res["chain100"] = bench_chain(dtype, impls)
+        res["mlp_64_256_256_10"] = bench_mlp_ce(dtype, impls, [64, 256, 256, 10], 64)
+        if not quick:
+            res["mlp_784_1024_1024_10"] = bench_mlp_ce(dtype, impls, [784, 1024, 1024, 10], 512)
+        h, v = bench_hessian(dtype, impls)
+        res["hessian_tanh_100"] = h
+        res["hvp_tanh_100"] = v
+        res["hinge_2_16_16_1"] = bench_hinge(dtype, impls)
+        results[dt] = res
+    return results
+
+
+def report(results):
+    lines = []
+    ok_all = True
+    for dt, res in results.items():
+        lines.append(f"\n== {dt} ==")
+        lines.append(f"{'workload':24s} {'impl':18s} {'time':>12s} {'vs numpy':>9s}  goal")
+        for name, row in res.items():
+            kind, goal = GOALS[name]
+            base = row["numpy"]
+            for impl, t in row.items():
+                ratio = t / base
+                extra = ""
+                if impl == "calcml":
+                    if kind == "us/op":
+                        val = t / N_CHAIN * 1e6
+                        ok = val <= goal
+                        extra = f"{val:.2f} us/op (goal <= {goal}) {'OK' if ok else 'MISSED'}"
+                    else:
+                        ok = ratio <= goal
+                        extra = f"goal <= {goal}x {'OK' if ok else 'MISSED'}"
+                    ok_all &= ok
+                elif kind == "us/op":
+                    extra = f"{t / N_CHAIN * 1e6:.2f} us/op"
+                lines.append(f"{name:24s} {impl:18s} {t * 1e6:10.1f}us {ratio:8.2f}x  {extra}")
+    return "\n".join(lines), ok_all
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--quick", action="store_true", help="skip the large MLP")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip", nargs="*", default=[], help="torch autograd jax")
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args(argv)
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {platform.machine()}, "
+          f"threads {args.threads}")
+    results = run(dtypes, args.quick, args.skip, args.threads)
+    text, ok = report(results)
+    print(text)
+    out = {"results": results}
+    if not args.skip_memory:
+        marks = bench_memory()
+        growth = marks[10_000] - marks[1000]
+        print(f"\nmemory: RSS after 1,000 steps {marks[1000]:.1f} MB, after 10,000 "
+              f"{marks[10_000]:.1f} MB (growth {growth:+.1f} MB) "
+              f"{'flat' if abs(growth) < 5 else 'GROWING'}")
+        out["memory_mb"] = marks
+        ok &= abs(growth) < 5
+    print("\nall goals met" if ok else "\nsome goals missed")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
