@@ -12,6 +12,7 @@ from ._core.tree import flatten as tree_flatten
 from ._core.tree import tree_map
 from ._core.tree import unflatten as tree_unflatten
 from .autodiff import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
+from .graph import make_graph
 from .ops import (abs, arctan, broadcast_to, clip, concatenate, cos, dot, einsum, exp,
                   expand_dims, expm1, log, log1p, log_softmax, logsumexp, matmul, max, maximum,
                   mean, min, minimum, moveaxis, prod, relu, reshape, sigmoid, sign, sin, softmax,
@@ -33,7 +34,7 @@ __all__ = [
     "sign", "sin", "softmax", "softplus", "sqrt", "square", "squeeze", "stack", "std", "sum",
     "swapaxes", "take", "tan", "tanh", "transpose", "var", "where",
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp",
-    "check_grad", "GradientCheckError", "symbolic",
+    "check_grad", "GradientCheckError", "symbolic", "make_graph",
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
     "tree_flatten", "tree_unflatten", "tree_map", "backend", "OPERATIONS", "__version__",
 ]
