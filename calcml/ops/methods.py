@@ -148,7 +148,7 @@ _METHODS = dict(
     __array_ufunc__=_array_ufunc, __array_function__=_array_function,
     shape=property(_shape),
     ndim=property(lambda s: s._value.ndim if hasattr(s._value, "ndim") else np.ndim(s._value)),
-    dtype=property(lambda s: raw(s).dtype),
+    dtype=property(lambda s: s._value.dtype),
     size=property(lambda s: int(np.prod(s.shape))),
     T=property(lambda s: S.transpose(s)),
     mT=property(lambda s: S.swapaxes(s, -1, -2)),

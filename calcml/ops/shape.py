@@ -218,8 +218,9 @@ def _concat_vjp(i, g, out, vals, params):
 
 
 def _concat_jvp_joint(tans, out, vals, params):
-    ref = next(t for t in tans if t is not None)
-    ld = lead(ref, vals[tans.index(ref)])
+    k = next(i for i, t in enumerate(tans) if t is not None)
+    ld = lead(tans[k], vals[k])
+    ref = tans[k]
     parts = [
         t if t is not None else backend.zeros(ld + tuple(shape_of(v)), dtype_of(out), raw(ref))
         for t, v in zip(tans, vals)
@@ -302,10 +303,14 @@ def _lead_position(ld, shape, index, out_shape):
 
     Usually first; but when ``index`` has advanced indices that are not next to each other,
     their broadcast axes come first of all.  Returns the number of axes before the batch axes.
+    The probe's batch axes get a length no other axis has, so that they cannot be mistaken for
+    an axis of the result of the same length.
     """
-    full = _probe_shape(ld + tuple(shape), (slice(None),) * len(ld) + index)
+    m = builtins.max((*shape, *out_shape, 1)) + 1
+    probe = (m,) * len(ld)
+    full = _probe_shape(probe + tuple(shape), (slice(None),) * len(ld) + index)
     for k in range(len(out_shape) + 1):
-        if full == tuple(out_shape[:k]) + ld + tuple(out_shape[k:]):
+        if full == tuple(out_shape[:k]) + probe + tuple(out_shape[k:]):
             return k
     raise AssertionError("calcml: unexpected indexing layout")  # pragma: no cover
 
@@ -374,6 +379,8 @@ def _index_samples(rng):
         Sample((x, (np.array([0, 2, 2]),))),  # repeated rows add up in the gradient
         Sample((x, (x > 0,))),
         Sample((rng.normal(size=(3, 4, 5)), (np.array([0, 2]), slice(None), np.array([1, 4])))),
+        # the indices' broadcast axis (3) as long as the tests' batch of 3 tangents
+        Sample((rng.normal(size=(3, 4, 5)), (np.array([0, 2, 1]), slice(None), np.array([1, 4, 0])))),
         Sample((rng.normal(size=(3, 4)), (Ellipsis, None, 1))),
     ]
 
@@ -382,6 +389,8 @@ register("getitem", getitem, _index_samples, public=False)
 register("scatter_add", scatter_add, lambda rng: [
     Sample((rng.normal(size=(3,)), (np.array([0, 2, 0]),), (4,))),
     Sample((rng.normal(size=(2, 4)), (np.array([0, 2]), slice(None), np.array([1, 0])), (3, 4, 2))),
+    Sample((rng.normal(size=(3, 4)), (np.array([0, 2, 1]), slice(None), np.array([1, 0, 1])),
+            (3, 4, 2))),
 ], public=False)
 
 
