@@ -6,21 +6,60 @@ automatically), and the chapter "Calculus in Machine Learning" run as experiment
 (``calcml tour``).
 """
 
-from . import backend
+from . import backend, symbolic
 from ._core.registry import OPS as _OPS
 from ._core.tree import flatten as tree_flatten
 from ._core.tree import tree_map
 from ._core.tree import unflatten as tree_unflatten
 from .autodiff import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .graph import make_graph
-from .ops import (abs, arctan, broadcast_to, clip, concatenate, cos, dot, einsum, exp,
-                  expand_dims, expm1, log, log1p, log_softmax, logsumexp, matmul, max, maximum,
-                  mean, min, minimum, moveaxis, prod, relu, reshape, sigmoid, sign, sin, softmax,
-                  softplus, sqrt, square, squeeze, stack, std, sum, swapaxes, take, tan, tanh,
-                  transpose, var, where)
+from .ops import (
+                  abs,
+                  arctan,
+                  broadcast_to,
+                  clip,
+                  concatenate,
+                  cos,
+                  dot,
+                  einsum,
+                  exp,
+                  expand_dims,
+                  expm1,
+                  log,
+                  log1p,
+                  log_softmax,
+                  logsumexp,
+                  matmul,
+                  max,
+                  maximum,
+                  mean,
+                  min,
+                  minimum,
+                  moveaxis,
+                  prod,
+                  relu,
+                  reshape,
+                  sigmoid,
+                  sign,
+                  sin,
+                  softmax,
+                  softplus,
+                  sqrt,
+                  square,
+                  squeeze,
+                  stack,
+                  std,
+                  sum,
+                  swapaxes,
+                  take,
+                  tan,
+                  tanh,
+                  transpose,
+                  var,
+                  where,
+)
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .testing import GradientCheckError, check_grad
-from . import symbolic
 
 __version__ = "0.1.0"
 

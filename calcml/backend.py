@@ -20,7 +20,8 @@ try:  # CuPy is an optional extra; import it only if it is installed and a devic
 except Exception:  # pragma: no cover - the usual case on a CPU machine
     _cupy = None
 
-__all__ = ["cupy_available", "get_xp", "to_numpy", "scatter_add", "broadcast_to", "zeros", "ones", "eye", "rng"]
+__all__ = ["cupy_available", "get_xp", "to_numpy", "scatter_add", "broadcast_to", "zeros", "ones",
+           "eye", "rng"]
 
 
 def cupy_available() -> bool:
@@ -70,6 +71,8 @@ def broadcast_to(a, shape):
     arrays: on the small arrays of a backward pass ``numpy.broadcast_to`` costs more than the
     arithmetic around it.
     """
+    if type(shape) is not tuple:
+        shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
     if type(a) is np.ndarray and a.flags.c_contiguous:
         src, n = a.shape, len(shape)
         k = n - len(src)
@@ -82,7 +85,7 @@ def broadcast_to(a, shape):
                 elif d != 1:
                     ok = False
                     break
-            if ok and all(s >= 0 for s in shape):
+            if ok and min(shape, default=0) >= 0:
                 out = np.ndarray(shape, a.dtype, a, 0, tuple(strides))
                 out.flags.writeable = False
                 return out

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import backend
 from ._core.reverse import backward_pass
-from ._core.trace import Box, apply_impl, leaf_node
+from ._core.trace import Box, leaf_node, op_error
 
 __all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
 
@@ -46,7 +46,10 @@ class _TensorTrace:
                     else:
                         parents.append((i, a._node))
             i += 1
-        out = apply_impl(prim, vals, params)
+        try:
+            out = prim.impl(*vals, **params)
+        except (IndexError, ValueError, TypeError) as exc:
+            raise op_error(prim.name, vals, exc) from None
         t = _new(Tensor)
         t._value = out
         t._trace = TENSOR_TRACE

@@ -8,7 +8,9 @@ tangent, which costs nothing.  The output tangent is broadcast, in one place, to
 
 from __future__ import annotations
 
-from .trace import Box, apply_impl, bind
+from .trace import Box, bind, op_error
+
+_new = object.__new__
 
 __all__ = ["ForwardTrace", "ForwardBox"]
 
@@ -57,7 +59,13 @@ class ForwardTrace:
                 else:
                     lower = True
             i += 1
-        out = bind(prim, vals, params) if lower else apply_impl(prim, vals, params)
+        if lower:
+            out = bind(prim, vals, params)
+        else:
+            try:
+                out = prim.impl(*vals, **params)
+            except (IndexError, ValueError, TypeError) as exc:
+                raise op_error(prim.name, vals, exc) from None
         if prim.jvps is None:
             return out
         bshape = self.batch_shape
@@ -84,4 +92,8 @@ class ForwardTrace:
             want = bshape + _shape(out)
             if _shape(tout) != want:
                 tout = _broadcast_to(tout, want)
-        return ForwardBox(out, self, tout)
+        b = _new(ForwardBox)
+        b._value = out
+        b._trace = self
+        b._tangent = tout
+        return b

@@ -9,8 +9,8 @@ one forward rule (JVP) per argument.  Rules have the signatures::
     jvp_i(t, out, *vals, **params) -> contribution to the output tangent
 
 ``vjps=None`` marks a primitive with no derivative at all (``sign``): its result is never
-boxed.  ``None`` in place of one rule marks a non-differentiable argument (an integer index, a boolean
-condition).  Rules are written in calcml operations, never raw NumPy, so that they can be
+boxed.  ``None`` in place of one rule marks a non-differentiable argument (an integer index,
+a boolean condition).  Rules are written in calcml operations, never raw NumPy, so that they can be
 differentiated again.
 
 Tangents may carry leading *batch* axes (forward mode with many tangents at once).  For an
@@ -25,13 +25,13 @@ to second order, so an operation is covered the moment it is registered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 __all__ = ["Primitive", "OpInfo", "Sample", "PRIMITIVES", "OPS", "defprim", "register"]
 
-PRIMITIVES: dict[str, "Primitive"] = {}
-OPS: dict[str, "OpInfo"] = {}
+PRIMITIVES: dict[str, Primitive] = {}
+OPS: dict[str, OpInfo] = {}
 
 
 class Primitive:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from operator import itemgetter
 
-from .trace import Box, apply_impl, bind, new_seq
+from .trace import Box, bind, new_seq, op_error
+
+_new = object.__new__
 
 __all__ = ["ReverseTrace", "ReverseBox", "backward_pass", "toposort"]
 
@@ -64,10 +66,20 @@ class ReverseTrace:
                 else:
                     lower = True
             i += 1
-        out = bind(prim, vals, params) if lower else apply_impl(prim, vals, params)
+        if lower:
+            out = bind(prim, vals, params)
+        else:
+            try:
+                out = prim.impl(*vals, **params)
+            except (IndexError, ValueError, TypeError) as exc:
+                raise op_error(prim.name, vals, exc) from None
         if not parents:
             return out
-        return ReverseBox(out, self, (new_seq(), prim, vals, params, out, parents))
+        b = _new(ReverseBox)  # no __init__ frame: this is the per-op hot path
+        b._value = out
+        b._trace = self
+        b._node = (new_seq(), prim, vals, params, out, parents)
+        return b
 
 
 def toposort(root):
@@ -117,9 +129,14 @@ def backward_pass(root, seed):
                     f"calcml: the reverse rule of {prim.name} (argument {i}) failed: {exc}"
                 ) from exc
             if prim.broadcasts:
-                shape = _shape(vals[i])
-                if _shape(gi) != shape:
-                    gi = sum_to(gi, shape)
+                try:
+                    shape = vals[i].shape
+                    if gi.shape != shape:
+                        gi = sum_to(gi, shape)
+                except AttributeError:  # a Python number somewhere: compare with np.shape
+                    shape = _shape(vals[i])
+                    if _shape(gi) != shape:
+                        gi = sum_to(gi, shape)
             ps = parent[0]
             if ps in grads:
                 grads[ps] = add(grads[ps], gi)

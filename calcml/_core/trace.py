@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import itertools
 
-__all__ = ["Box", "bind", "bind1", "bind2", "apply_impl", "new_level", "new_seq", "leaf_node", "unbox_all", "describe", "op_error"]
+__all__ = ["Box", "bind", "bind2", "new_level", "new_seq", "leaf_node",
+           "unbox_all", "describe", "op_error"]
 
 _levels = itertools.count(1)
 new_level = _levels.__next__
@@ -65,11 +66,6 @@ def bind(prim, args, params):
         raise op_error(prim.name, args, exc) from None
 
 
-def bind1(prim, x, params):
-    """``bind`` for one argument, known to be a box: its own trace processes the call."""
-    return x._trace.process(prim, (x,), params)
-
-
 def bind2(prim, x, y, params):
     """``bind`` for two arguments, at least one of them a box."""
     if isinstance(x, Box):
@@ -79,14 +75,6 @@ def bind2(prim, x, y, params):
     else:
         t = y._trace
     return t.process(prim, (x, y), params)
-
-
-def apply_impl(prim, vals, params):
-    """Run the implementation on unboxed values, with a clear error if NumPy refuses them."""
-    try:
-        return prim.impl(*vals, **params)
-    except (IndexError, ValueError, TypeError) as exc:
-        raise op_error(prim.name, vals, exc) from None
 
 
 def describe(args):
@@ -112,8 +100,13 @@ def op_error(name, args, exc):
     msg = str(exc)
     if msg.startswith("calcml."):
         return exc
-    kind = next((k for k in (IndexError, ValueError, TypeError) if isinstance(exc, k)), ValueError)
-    return kind(f"calcml.{name}: cannot apply to arguments ({describe(args)}): {msg}")
+    text = f"calcml.{name}: cannot apply to arguments ({describe(args)}): {msg}"
+    try:  # keep the exact kind (NumPy's AxisError is both a ValueError and an IndexError)
+        return type(exc)(text)
+    except Exception:  # a kind whose constructor wants more than a message
+        kind = next((k for k in (IndexError, ValueError, TypeError) if isinstance(exc, k)),
+                    ValueError)
+        return kind(text)
 
 
 def unbox_all(x):

@@ -62,45 +62,46 @@ def _dict_keys(d):
         return keys
 
 
+def _walk(t, leaves):
+    if t is None:
+        return _NONE
+    if isinstance(t, dict):
+        keys = _dict_keys(t)
+        return TreeDef("dict", tuple(keys), tuple(_walk(t[k], leaves) for k in keys))
+    if isinstance(t, tuple) and hasattr(t, "_fields"):
+        return TreeDef("namedtuple", type(t), tuple(_walk(c, leaves) for c in t))
+    if isinstance(t, (list, tuple)):
+        kind = "list" if isinstance(t, list) else "tuple"
+        return TreeDef(kind, None, tuple(_walk(c, leaves) for c in t))
+    leaves.append(t)
+    return _LEAF
+
+
 def flatten(tree):
     """Return ``(leaves, treedef)`` for ``tree``."""
+    # Module-level helpers, not closures: a closure that calls itself is a reference cycle,
+    # which would keep the leaves (and a recorded graph) alive until the cycle collector ran.
     leaves = []
+    return leaves, _walk(tree, leaves)
 
-    def walk(t):
-        if t is None:
-            return _NONE
-        if isinstance(t, dict):
-            keys = _dict_keys(t)
-            return TreeDef("dict", tuple(keys), tuple(walk(t[k]) for k in keys))
-        if isinstance(t, tuple) and hasattr(t, "_fields"):
-            return TreeDef("namedtuple", type(t), tuple(walk(c) for c in t))
-        if isinstance(t, (list, tuple)):
-            kind = "list" if isinstance(t, list) else "tuple"
-            return TreeDef(kind, None, tuple(walk(c) for c in t))
-        leaves.append(t)
-        return _LEAF
 
-    return leaves, walk(tree)
+def _build(td, it):
+    kind = td.kind
+    if kind == "leaf":
+        return next(it)
+    if kind == "none":
+        return None
+    kids = [_build(c, it) for c in td.children]
+    if kind == "dict":
+        return dict(zip(td.meta, kids))
+    if kind == "namedtuple":
+        return td.meta(*kids)
+    return kids if kind == "list" else tuple(kids)
 
 
 def unflatten(treedef, leaves):
     """Rebuild the tree described by ``treedef`` from ``leaves`` (in flatten order)."""
-    it = iter(leaves)
-
-    def build(td):
-        kind = td.kind
-        if kind == "leaf":
-            return next(it)
-        if kind == "none":
-            return None
-        kids = [build(c) for c in td.children]
-        if kind == "dict":
-            return dict(zip(td.meta, kids))
-        if kind == "namedtuple":
-            return td.meta(*kids)
-        return kids if kind == "list" else tuple(kids)
-
-    return build(treedef)
+    return _build(treedef, iter(leaves))
 
 
 def tree_map(fn, tree, *rest):

@@ -6,15 +6,51 @@ needs (accumulate, unbroadcast, reshape, broadcast) into ``calcml._core``.
 
 from .._core import forward as _forward
 from .._core import reverse as _reverse
-from .elementwise import (abs, add, arctan, clip, cos, divide, exp, expm1, log, log1p, maximum,
-                          minimum, multiply, negative, power, relu, sigmoid, sign, sin, softplus,
-                          sqrt, square, subtract, tan, tanh, where)
-from .reductions import (logsumexp, log_softmax, max, mean, min, prod, softmax, std, sum,
-                         sum_to, var)
-from .shape import (broadcast_to, concatenate, expand_dims, getitem, moveaxis, reshape,
-                    scatter_add, squeeze, stack, swapaxes, take, transpose)
-from .linalg import dot, einsum, matmul
 from . import methods as _methods  # noqa: F401  (attaches array behaviour to boxes)
+from .elementwise import (
+                          abs,
+                          add,
+                          arctan,
+                          clip,
+                          cos,
+                          divide,
+                          exp,
+                          expm1,
+                          log,
+                          log1p,
+                          maximum,
+                          minimum,
+                          multiply,
+                          negative,
+                          power,
+                          relu,
+                          sigmoid,
+                          sign,
+                          sin,
+                          softplus,
+                          sqrt,
+                          square,
+                          subtract,
+                          tan,
+                          tanh,
+                          where,
+)
+from .linalg import dot, einsum, matmul
+from .reductions import log_softmax, logsumexp, max, mean, min, prod, softmax, std, sum, sum_to, var
+from .shape import (
+                          broadcast_to,
+                          concatenate,
+                          expand_dims,
+                          getitem,
+                          moveaxis,
+                          reshape,
+                          scatter_add,
+                          squeeze,
+                          stack,
+                          swapaxes,
+                          take,
+                          transpose,
+)
 
 _reverse._add = add
 _reverse._sum_to = sum_to

@@ -96,8 +96,9 @@ def norm_axes(axis, ndim, name):
 
 def lead(t, x):
     """The leading batch axes of tangent ``t`` beyond the shape of primal ``x``."""
-    ts, xn = shape_of(t), ndim_of(x)
-    return tuple(ts[: len(ts) - xn])
+    ts = tuple(shape_of(t))
+    n = len(ts) - len(shape_of(x))
+    return ts[:n] if n > 0 else ()
 
 
 def const_as(c, like):

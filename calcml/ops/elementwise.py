@@ -206,7 +206,7 @@ arctan = register("arctan", unary(_arctan, "Inverse tangent.  d/dx arctan x = 1/
 
 def _sigmoid_impl(x):
     # exp(-softplus(-x)): no overflow for any x, full relative accuracy in both tails.
-    return np.exp(-np.logaddexp(0.0, -x))
+    return np.exp(-np.logaddexp(0.0, np.negative(x)))
 
 
 _sigmoid = defprim("sigmoid", _sigmoid_impl,
@@ -328,10 +328,16 @@ def clip(x, a_min=None, a_max=None):
 
     Notes
     -----
-    The derivative is 1 inside the interval and 0 where the value was clipped.
+    The derivative is 1 inside the interval and 0 where the value was clipped.  Bounds that
+    are themselves differentiated make clip ``minimum(maximum(x, a_min), a_max)``, so the
+    derivative goes to the bound where it is the result.
     """
     if a_min is None and a_max is None:
         raise ValueError("calcml.clip: give a_min, a_max or both")
+    if isinstance(a_min, Box) or isinstance(a_max, Box):
+        if a_min is not None:
+            x = maximum(x, a_min)
+        return x if a_max is None else minimum(x, a_max)
     return call(_clip, (x,), {"a_min": raw(a_min), "a_max": raw(a_max)})
 
 
@@ -339,4 +345,7 @@ register("clip", clip, lambda rng: [
     Sample((_away_from_zero(rng, (3, 4)),), {"a_min": -0.1, "a_max": 0.1}),
     Sample((np.array([-2.0, -0.5, 0.05, 0.5, 2.0]) + rng.uniform(-0.2, 0.2, size=5),),
            {"a_min": -1.0, "a_max": 1.0}),
+    Sample((np.array([-2.0, -0.5, 0.05, 0.5, 2.0]) + rng.uniform(-0.2, 0.2, size=5),
+            rng.uniform(-1.1, -0.9, size=5), rng.uniform(0.9, 1.1, size=(2, 1))),
+           argnums=(0, 1, 2)),  # differentiated bounds, broadcasting
 ])

@@ -7,6 +7,7 @@ import numpy as np
 from .. import backend
 from .._core.registry import Sample, defprim, register
 from ._base import Box, call, dtype_of, lead, ndim_of, raw, shape_of
+from .elementwise import multiply
 from .shape import broadcast_to, expand_dims, reshape, squeeze, swapaxes
 
 __all__ = ["matmul", "dot", "einsum"]
@@ -38,7 +39,17 @@ def _mm_vjp_y(g, out, x, y):
         if xn == 2:
             return matmul(g, x)
         return squeeze(matmul(swapaxes(x, -1, -2), expand_dims(g, -1)), -1)
+    if xn == 2 and yn == 2 and _column_major(y):
+        # y is a transposed view (x @ w.T, w stored (out, in)): form the gradient as (gᵀx)ᵀ so
+        # that, seen through the transpose, w's gradient comes out row-major like w itself.
+        return swapaxes(matmul(swapaxes(g, -1, -2), x), -1, -2)
     return matmul(swapaxes(x, -1, -2), g)
+
+
+def _column_major(a):
+    """True for a plain array stored column-major only (a layout hint; boxes say no)."""
+    flags = getattr(a, "flags", None)
+    return flags is not None and not isinstance(a, Box) and flags.f_contiguous and not flags.c_contiguous
 
 
 def _align(t, ld, x, rank):
@@ -123,7 +134,7 @@ def dot(a, b):
     """
     an, bn = ndim_of(a), ndim_of(b)
     if an == 0 or bn == 0:
-        return a * b
+        return multiply(a, b)
     if an <= 2 and bn <= 2:
         return matmul(a, b)
     la = _LETTERS[:an]
@@ -209,7 +220,8 @@ def _einsum_vjp(i, g, out_val, vals, params):
             seen.add(c)
             renamed.append(c)
     others = [sp for j, sp in enumerate(specs) if j != i] + [out]
-    present = set("".join(others))
+    # a repeated letter stays even when nothing else has it: its identity factor needs it
+    present = set("".join(others)) | {e[0] for e, _ in eyes}
     uniq = "".join(dict.fromkeys(target))
     keep = "".join(c for c in uniq if c in present)
     ops = [v for j, v in enumerate(vals) if j != i] + [g]
@@ -283,4 +295,6 @@ register("einsum", lambda *ops, subscripts: einsum(subscripts, *ops), lambda rng
            argnums=(0, 1)),
     Sample((rng.normal(size=(3, 4)), rng.normal(size=(3,))), {"subscripts": "ij,i"},
            argnums=(0, 1)),
+    Sample((rng.normal(size=(3, 3)),), {"subscripts": "ii"}),  # the trace
+    Sample((rng.normal(size=(3, 3, 2)),), {"subscripts": "iij->j"}),
 ])

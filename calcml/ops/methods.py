@@ -124,15 +124,30 @@ def _array_function(self, func, types, args, kwargs):
     return fn(*args, **kwargs)
 
 
+def _operator(prim, reflected=False):
+    """``self <op> other`` for a box ``self``: the higher of the two traces processes it."""
+
+    if reflected:
+        def method(s, o):
+            t = s._trace
+            if isinstance(o, Box) and o._trace.level > t.level:
+                t = o._trace
+            return t.process(prim, (o, s), _EMPTY)
+    else:
+        def method(s, o):
+            t = s._trace
+            if isinstance(o, Box) and o._trace.level > t.level:
+                t = o._trace
+            return t.process(prim, (s, o), _EMPTY)
+
+    return method
+
+
 _METHODS = dict(
-    __add__=lambda s, o: bind2(_add, s, o, _EMPTY),
-    __radd__=lambda s, o: bind2(_add, o, s, _EMPTY),
-    __sub__=lambda s, o: bind2(_sub, s, o, _EMPTY),
-    __rsub__=lambda s, o: bind2(_sub, o, s, _EMPTY),
-    __mul__=lambda s, o: bind2(_mul, s, o, _EMPTY),
-    __rmul__=lambda s, o: bind2(_mul, o, s, _EMPTY),
-    __truediv__=lambda s, o: bind2(_div, s, o, _EMPTY),
-    __rtruediv__=lambda s, o: bind2(_div, o, s, _EMPTY),
+    __add__=_operator(_add), __radd__=_operator(_add, True),
+    __sub__=_operator(_sub), __rsub__=_operator(_sub, True),
+    __mul__=_operator(_mul), __rmul__=_operator(_mul, True),
+    __truediv__=_operator(_div), __rtruediv__=_operator(_div, True),
     __pow__=lambda s, o: E.power(s, o),
     __rpow__=lambda s, o: bind2(_pow, o, s, _EMPTY),
     __matmul__=lambda s, o: L.matmul(s, o),

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .._core.registry import Sample, defprim, register
-from ._base import Box, call, const_as, ndim_of, norm_axes, raw, shape_of
+from ._base import Box, call, const_as, ndim_of, norm_axes, shape_of
 from .elementwise import exp, sqrt
 
 __all__ = ["sum", "mean", "var", "std", "max", "min", "prod", "logsumexp", "softmax",

@@ -69,9 +69,19 @@ register("reshape", reshape, lambda rng: [Sample((rng.normal(size=(3, 4)),), {"s
 
 _transpose = defprim(
     "transpose", lambda x, axes: x.transpose(axes),
-    vjps=(lambda g, out, x, axes: transpose(g, tuple(np.argsort(axes))),),
+    vjps=(lambda g, out, x, axes: transpose(g, _inverse(axes)),),
     jvps=(lambda t, out, x, axes: transpose(t, _batched_perm(t, x, axes)),),
 )
+
+
+def _inverse(axes):
+    """The inverse permutation (its own inverse for the common 2-D swap)."""
+    if axes == (1, 0):
+        return axes
+    inv = [0] * len(axes)
+    for i, a in enumerate(axes):
+        inv[a] = i
+    return tuple(inv)
 
 
 def _batched_perm(t, x, axes):
@@ -115,9 +125,11 @@ _T2 = {"axes": (1, 0)}
 def swapaxes(x, axis1, axis2):
     """Interchange two axes of ``x``."""
     if not isinstance(x, Box):
-        return x.swapaxes(axis1, axis2)
+        if type(x) is np.ndarray:
+            return x.swapaxes(axis1, axis2)
+        return np.swapaxes(x, axis1, axis2)
     n = ndim_of(x)
-    if n == 2:
+    if n == 2 and (axis1 - axis2) % 2:  # the two axes of a matrix, in either order
         return x._trace.process(_transpose, (x,), _T2)
     perm = list(range(n))
     perm[axis1], perm[axis2] = perm[axis2], perm[axis1]
@@ -417,4 +429,4 @@ register("take", take, lambda rng: [
     Sample((rng.normal(size=(3, 4)), np.array([0, 5, 5]))),
     Sample((rng.normal(size=(3, 4)), np.array([[0, 3], [1, 1]])), {"axis": 1})], primitive=False)
 
-from .reductions import sum, sum_to  # noqa: E402  (mutual use with the reductions)
+from .reductions import sum_to  # noqa: E402  (mutual use with the reductions)
