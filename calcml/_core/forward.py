@@ -88,7 +88,9 @@ class ForwardTrace:
                 tout = ti if tout is None else _add(tout, ti)
         if tout is None:
             return out
-        if prim.broadcasts or (bshape and prim.elementwise):
+        # Only an elementwise rule can return a narrower tangent (an argument that was
+        # broadcast); every other rule gives batch_shape + out.shape by construction.
+        if prim.elementwise and (prim.broadcasts or bshape):
             want = bshape + _shape(out)
             if _shape(tout) != want:
                 tout = _broadcast_to(tout, want)

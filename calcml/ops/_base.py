@@ -20,12 +20,17 @@ def raw(x):
 
 
 def shape_of(x):
-    s = getattr(x, "shape", None)
-    return np.shape(x) if s is None else s
+    try:
+        return x.shape
+    except AttributeError:  # a Python number or list
+        return np.shape(x)
 
 
 def ndim_of(x):
-    return len(shape_of(x))
+    try:
+        return x.ndim
+    except AttributeError:
+        return np.ndim(x)
 
 
 def dtype_of(x):

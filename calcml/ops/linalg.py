@@ -61,9 +61,12 @@ def _align(t, ld, x, rank):
 
 
 def _mm_jvp_x(t, out, x, y):
+    xn = ndim_of(x)
+    if ndim_of(t) == xn:  # one tangent, no batch axes
+        return matmul(t, y)
     ld = lead(t, x)
-    xn, yn = ndim_of(x), ndim_of(y)
-    if not ld or yn == 1:
+    yn = ndim_of(y)
+    if yn == 1:
         return matmul(t, y)
     if xn == 1:  # row vector against a stack of matrices
         k = shape_of(x)[0]
@@ -72,10 +75,11 @@ def _mm_jvp_x(t, out, x, y):
 
 
 def _mm_jvp_y(t, out, x, y):
-    ld = lead(t, y)
-    xn, yn = ndim_of(x), ndim_of(y)
-    if not ld:
+    yn = ndim_of(y)
+    if ndim_of(t) == yn:  # one tangent, no batch axes
         return matmul(x, t)
+    ld = lead(t, y)
+    xn = ndim_of(x)
     if yn == 1:  # column vector: make it a matrix so the batch axes stay in front
         k = shape_of(y)[0]
         return squeeze(matmul(x, reshape(t, ld + (1,) * max(xn - 2, 0) + (k, 1))), -1)

@@ -28,8 +28,11 @@ def _kshape(x, axis):
 
 
 def _keep(g, x, axis, keepdims):
-    """Reshape a reduced value back to keepdims form."""
-    return g if keepdims else reshape(g, _kshape(x, axis))
+    """Reshape a reduced value back to keepdims form (a full reduction's scalar broadcasts
+    as it is)."""
+    if keepdims or len(axis) == ndim_of(x):
+        return g
+    return reshape(g, _kshape(x, axis))
 
 
 def _reduce_wrapper(prim, name, np_fn, doc):
