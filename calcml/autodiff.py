@@ -70,7 +70,7 @@ def _finish(g, like):
         return g
     if type(g) is not np.ndarray:
         g = backend.get_xp(g, like).asarray(g)
-    if g.dtype != like.dtype or not g.flags.writeable or g.shape != like.shape:
+    if g.dtype != like.dtype or not backend.writeable(g) or g.shape != like.shape:
         out = backend.get_xp(g).empty(like.shape, like.dtype)
         out[...] = g
         g = out

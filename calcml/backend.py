@@ -20,8 +20,8 @@ try:  # CuPy is an optional extra; import it only if it is installed and a devic
 except Exception:  # pragma: no cover - the usual case on a CPU machine
     _cupy = None
 
-__all__ = ["cupy_available", "get_xp", "to_numpy", "scatter_add", "broadcast_to", "zeros", "ones",
-           "eye", "rng"]
+__all__ = ["cupy_available", "get_xp", "asarray", "writeable", "to_numpy", "scatter_add",
+           "broadcast_to", "zeros", "ones", "eye", "rng"]
 
 
 def cupy_available() -> bool:
@@ -40,6 +40,18 @@ def get_xp(*arrays):
             if isinstance(a, _cupy.ndarray):
                 return _cupy
     return np
+
+
+def asarray(a):
+    """``a`` as an array of its own backend: CuPy arrays stay on the GPU, the rest is NumPy."""
+    if _cupy is not None and isinstance(a, _cupy.ndarray):
+        return a
+    return np.asarray(a)
+
+
+def writeable(a) -> bool:
+    """Whether ``a`` may be written in place (CuPy arrays always may; their flags omit it)."""
+    return getattr(a.flags, "writeable", True)
 
 
 def to_numpy(a):

@@ -155,7 +155,7 @@ class Tensor(Box):
             holder = leaf[2]
             prev = holder[0]
             if prev is None:
-                if not g.flags.writeable or (g is seed and gradient is not None):
+                if not backend.writeable(g) or (g is seed and gradient is not None):
                     g = g.copy()
                 holder[0] = g
             else:

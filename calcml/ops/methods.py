@@ -143,10 +143,18 @@ def _operator(prim, reflected=False):
     return method
 
 
+_mul_op = _operator(_mul)
+
+
+def _mul_method(s, o):
+    # x * x is a square: one rule (2x) instead of two products and an accumulation.
+    return E.square(s) if o is s else _mul_op(s, o)
+
+
 _METHODS = dict(
     __add__=_operator(_add), __radd__=_operator(_add, True),
     __sub__=_operator(_sub), __rsub__=_operator(_sub, True),
-    __mul__=_operator(_mul), __rmul__=_operator(_mul, True),
+    __mul__=_mul_method, __rmul__=_operator(_mul, True),
     __truediv__=_operator(_div), __rtruediv__=_operator(_div, True),
     __pow__=lambda s, o: E.power(s, o),
     __rpow__=lambda s, o: bind2(_pow, o, s, _EMPTY),

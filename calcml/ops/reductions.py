@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .. import backend
 from .._core.registry import Sample, defprim, register
 from ._base import Box, call, const_as, ndim_of, norm_axes, shape_of
 from .elementwise import exp, sqrt
@@ -225,7 +226,7 @@ def logsumexp(x, axis=None, keepdims=False):
     -----
     d/dx_i logsumexp(x) = softmax(x)_i.
     """
-    x_ = x if isinstance(x, Box) else np.asarray(x)
+    x_ = x if isinstance(x, Box) else backend.asarray(x)
     axes = norm_axes(axis, ndim_of(x_), "logsumexp")
     return call(_lse, (x_,), {"axis": axes, "keepdims": bool(keepdims)})
 
@@ -257,7 +258,7 @@ def softmax(x, axis=-1):
     -----
     With s = softmax(x): ds_i/dx_j = s_i (δ_ij - s_j), so the VJP is s ⊙ (g - ⟨g, s⟩).
     """
-    x_ = x if isinstance(x, Box) else np.asarray(x)
+    x_ = x if isinstance(x, Box) else backend.asarray(x)
     return call(_softmax, (x_,), {"axis": _one_axis(axis, x_, "softmax")})
 
 
@@ -279,7 +280,7 @@ def log_softmax(x, axis=-1):
     -----
     d/dx_j log softmax(x)_i = δ_ij - softmax(x)_j.
     """
-    x_ = x if isinstance(x, Box) else np.asarray(x)
+    x_ = x if isinstance(x, Box) else backend.asarray(x)
     return call(_log_softmax, (x_,), {"axis": _one_axis(axis, x_, "log_softmax")})
 
 

@@ -307,7 +307,8 @@ def _norm_index(index):
 
 def _probe_shape(shape, index):
     """The shape ``x[index]`` has for ``x`` of ``shape``, computed without data."""
-    return np.broadcast_to(np.zeros((), np.int8), shape)[index].shape
+    host = tuple(backend.to_numpy(i) if hasattr(i, "shape") else i for i in index)
+    return np.broadcast_to(np.zeros((), np.int8), shape)[host].shape
 
 
 def _lead_position(ld, shape, index, out_shape):
@@ -380,7 +381,7 @@ _scatter = defprim(
 
 def scatter_add(values, index, shape):
     """Zeros of ``shape`` with ``values`` added at ``index`` (the adjoint of indexing)."""
-    values = values if isinstance(values, Box) else np.asarray(values)
+    values = values if isinstance(values, Box) else backend.asarray(values)
     return call(_scatter, (values,), {"index": _norm_index(index), "shape": tuple(shape)})
 
 
@@ -413,7 +414,7 @@ def take(a, indices, axis=None):
     -----
     A composite of indexing: the derivative scatter-adds, so repeated indices add up.
     """
-    indices = np.asarray(raw(indices))
+    indices = backend.asarray(raw(indices))
     if not isinstance(a, Box):
         try:
             return np.take(a, indices, axis=axis)
