@@ -19,6 +19,7 @@ from . import backend
 from ._core.forward import ForwardBox, ForwardTrace
 from ._core.reverse import ReverseBox, ReverseTrace, backward_pass
 from ._core.trace import Box, leaf_node, new_level
+from ._core.trace import unbox_all as _raw
 from ._core.tree import flatten, unflatten
 from .ops import reshape, stack, transpose
 
@@ -156,11 +157,6 @@ def _seed_like(out):
         return np.array(1.0, dtype=dt)
     return backend.ones((), dt, like=r)
 
-
-def _raw(x):
-    while isinstance(x, Box):
-        x = x._value
-    return x
 
 
 # --- reverse mode -------------------------------------------------------------------------

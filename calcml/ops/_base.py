@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core.trace import Box, bind, bind2, describe, op_error
+from .._core.trace import Box, bind, bind2, describe, op_error, unbox_all
 
 __all__ = [
     "Box", "bind", "unary", "binary", "op_error", "describe", "norm_axes", "lead", "shape_of",
@@ -12,11 +12,7 @@ __all__ = [
 ]
 
 
-def raw(x):
-    """The plain array under any number of boxes."""
-    while isinstance(x, Box):
-        x = x._value
-    return x
+raw = unbox_all  # the plain array under any number of boxes
 
 
 def shape_of(x):
