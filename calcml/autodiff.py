@@ -172,6 +172,11 @@ def _gradients(trace, out, seed, records):
     grads = {}
     if isinstance(out, ReverseBox) and out._trace is trace:
         grads = backward_pass(out._node, seed)
+    return _collect(grads, records)
+
+
+def _collect(grads, records):
+    """The gradient of each boxed argument, from the leaves' entries of a backward pass."""
     result = []
     for td, vals, boxes in records:
         gs = []
@@ -288,15 +293,7 @@ def vjp(f, *primals, has_aux=False):
                 for k, (node, g) in grads.items():
                     prev = total.get(k)
                     total[k] = (node, g if prev is None else prev[1] + g)
-        total = total or {}
-        result = []
-        for td, vals, boxes in records:
-            gs = []
-            for v, b in zip(vals, boxes):
-                hit = total.get(b._node[0])
-                gs.append(_finish(hit[1], v) if hit is not None else _zeros_like(v))
-            result.append(unflatten(td, gs))
-        return tuple(result)
+        return tuple(_collect(total or {}, records))
 
     value = unflatten(out_td, out_vals)
     if has_aux:
