@@ -263,7 +263,11 @@ def softmax(x, axis=-1):
 
 
 def _log_softmax_impl(x, axis):
-    return x - _lse_impl(x, axis, True)
+    # (x - m) - log Σ exp(x - m): subtracting the maximum first keeps large logits exact
+    # (x - (m + log Σ) would round m + log Σ, e.g. 1e4 + log 2 in float32).
+    m = np.max(x, axis=axis, keepdims=True)
+    z = x - np.where(np.isfinite(m), m, 0.0)
+    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
 
 _log_softmax = defprim(
