@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from fdcheck import assert_close, central_directional, central_grad
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -77,6 +77,18 @@ def _build(program, x):
     return f, out_shape
 
 
+def _well_conditioned(x, program, bound=20.0):
+    """Central differences with a fixed step only resolve functions that do not oscillate or
+    grow wildly: keep every intermediate value finite and within ``bound`` (x -> (2x)^9 then
+    sin, say, has derivatives near 1e7 that no step size of 1e-6 can follow)."""
+    y = x
+    for name, axis in program:
+        y = np.asarray(STEPS[name](y, x, axis))
+        if not np.all(np.isfinite(y)) or np.max(np.abs(y), initial=0.0) > bound:
+            return False
+    return True
+
+
 def _where_safe(x, program):
     """``where(x > 0, ...)`` has a jump in its value at x = 0: keep central differences off it."""
     if any(name == "where_x" for name, _ in program):
@@ -89,6 +101,7 @@ def _where_safe(x, program):
 def test_random_compositions_reverse_mode(case):
     x, program, seed = case
     x = _where_safe(x, program)
+    assume(_well_conditioned(x, program))
     f, out_shape = _build(program, x)
     W = np.random.default_rng(seed).normal(size=out_shape)
 
@@ -105,6 +118,7 @@ def test_random_compositions_reverse_mode(case):
 def test_random_compositions_forward_mode(case):
     x, program, seed = case
     x = _where_safe(x, program)
+    assume(_well_conditioned(x, program))
     f, out_shape = _build(program, x)
     rng = np.random.default_rng(seed)
     t = rng.normal(size=x.shape)
@@ -125,6 +139,7 @@ def test_random_compositions_forward_mode(case):
 def test_random_compositions_second_order(case):
     x, program, seed = case
     x = _where_safe(x, program)
+    assume(_well_conditioned(x, program))
     f, out_shape = _build(program, x)
     rng = np.random.default_rng(seed)
     W, v = rng.normal(size=out_shape), rng.normal(size=x.shape)
