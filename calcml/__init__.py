@@ -6,7 +6,7 @@ automatically), and the chapter "Calculus in Machine Learning" run as experiment
 (``calcml tour``).
 """
 
-from . import backend, symbolic
+from . import analysis, backend, losses, optim, optimize, symbolic
 from ._core.registry import OPS as _OPS
 from ._core.tree import flatten as tree_flatten
 from ._core.tree import tree_map
@@ -73,7 +73,8 @@ __all__ = [
     "sign", "sin", "softmax", "softplus", "sqrt", "square", "squeeze", "stack", "std", "sum",
     "swapaxes", "take", "tan", "tanh", "transpose", "var", "where",
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp",
-    "check_grad", "GradientCheckError", "symbolic", "make_graph",
+    "check_grad", "GradientCheckError", "symbolic", "make_graph", "losses",
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
-    "tree_flatten", "tree_unflatten", "tree_map", "backend", "OPERATIONS", "__version__",
+    "tree_flatten", "tree_unflatten", "tree_map", "backend", "optim", "OPERATIONS", "__version__",
+    "optimize", "analysis",
 ]

@@ -1,0 +1,154 @@
+"""The optimizers users ask for by name, each only a :func:`~calcml.optim.chain` of links.
+
+Hyperparameters are checked here first, so that an error names the optimizer the user
+called (``calcml.optim.adam: b2 must be in [0, 1), got 1.0``), then again by the links.
+"""
+
+from __future__ import annotations
+
+from .base import nonneg, rate, unit
+from .combine import chain
+from .regularization import proximal_l1
+from .transforms import (
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    trace,
+)
+
+__all__ = ["sgd", "adam", "rmsprop", "adagrad", "proximal_gradient"]
+
+
+def sgd(learning_rate, momentum=0.0, nesterov=False):
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    Parameters
+    ----------
+    learning_rate : float >= 0 or schedule ``k -> rate``
+    momentum : float >= 0, default 0
+    nesterov : bool, default False
+
+    Returns
+    -------
+    GradientTransformation
+        ``chain(scale_by_learning_rate(lr))``, or ``chain(trace(momentum, nesterov),
+        scale_by_learning_rate(lr))`` when ``momentum > 0`` or ``nesterov``.
+
+    Notes
+    -----
+    Plain: ``θ_{k+1} = θ_k - α_k g_k`` (chapter 9.1).  With momentum μ (PyTorch's form):
+    ``b_k = μ b_{k-1} + g_k``, ``θ_{k+1} = θ_k - α_k b_k``; Nesterov:
+    ``θ_{k+1} = θ_k - α_k (g_k + μ b_k)``.
+
+    Examples
+    --------
+    >>> import numpy as np, calcml as cm
+    >>> opt = cm.optim.sgd(0.1, momentum=0.9)
+    >>> x = np.array(1.0); state = opt.init(x)
+    >>> for _ in range(2):
+    ...     u, state = opt.update(2 * x, state, x)   # f(x) = x²
+    ...     x = cm.optim.apply_updates(x, u)
+    >>> round(float(x), 12)    # 1 - 0.1·2, then 0.8 - 0.1·(0.9·2 + 1.6)
+    0.46
+    """
+    lr = rate("sgd", learning_rate)
+    mu = nonneg("sgd", "momentum", momentum)
+    if mu == 0.0 and not nesterov:
+        return chain(scale_by_learning_rate(lr))
+    return chain(trace(mu, nesterov=nesterov), scale_by_learning_rate(lr))
+
+
+def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam: momentum and per-coordinate scaling, with bias correction.
+
+    Parameters
+    ----------
+    learning_rate : float >= 0 or schedule
+    b1, b2 : float in [0, 1), default 0.9, 0.999
+    eps : float >= 0, default 1e-8 (outside the square root)
+
+    Returns
+    -------
+    GradientTransformation
+        ``chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))``.
+
+    Notes
+    -----
+    Chapter 9.5, ``k`` from 1: ``m_k = β₁m_{k-1} + (1-β₁)g_k``, ``v_k = β₂v_{k-1} + (1-β₂)g_k²``,
+    ``m̂_k = m_k/(1-β₁^k)``, ``v̂_k = v_k/(1-β₂^k)``, ``θ_k = θ_{k-1} - α m̂_k/(√v̂_k + ε)``.
+    """
+    lr = rate("adam", learning_rate)
+    b1, b2 = unit("adam", "b1", b1), unit("adam", "b2", b2)
+    eps = nonneg("adam", "eps", eps)
+    return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(lr))
+
+
+def rmsprop(learning_rate, decay=0.9, eps=1e-8):
+    """RMSprop: divide by a moving root mean square of the gradients.
+
+    Parameters
+    ----------
+    learning_rate : float >= 0 or schedule
+    decay : float in [0, 1), default 0.9
+    eps : float >= 0, default 1e-8 (outside the square root)
+
+    Returns
+    -------
+    GradientTransformation
+        ``chain(scale_by_rms(decay, eps), scale_by_learning_rate(learning_rate))``.
+
+    Notes
+    -----
+    Chapter 9.5: ``v_k = β v_{k-1} + (1-β) g_k²``, ``θ_k = θ_{k-1} - α g_k/(√v_k + ε)``.
+    """
+    lr = rate("rmsprop", learning_rate)
+    decay = unit("rmsprop", "decay", decay)
+    eps = nonneg("rmsprop", "eps", eps)
+    return chain(scale_by_rms(decay, eps), scale_by_learning_rate(lr))
+
+
+def adagrad(learning_rate, eps=1e-10):
+    """AdaGrad: divide by the root of the sum of all squared gradients so far.
+
+    Parameters
+    ----------
+    learning_rate : float >= 0 or schedule
+    eps : float >= 0, default 1e-10 (outside the square root)
+
+    Returns
+    -------
+    GradientTransformation
+        ``chain(scale_by_adagrad(eps), scale_by_learning_rate(learning_rate))``.
+
+    Notes
+    -----
+    Chapter 9.5: ``v_k = v_{k-1} + g_k²``, ``θ_k = θ_{k-1} - α g_k/(√v_k + ε)``.
+    """
+    lr = rate("adagrad", learning_rate)
+    eps = nonneg("adagrad", "eps", eps)
+    return chain(scale_by_adagrad(eps), scale_by_learning_rate(lr))
+
+
+def proximal_gradient(learning_rate, l1_weight):
+    """Proximal gradient descent (ISTA) for ``L(θ) + λ‖θ‖₁``: a Lasso solver with exact zeros.
+
+    Parameters
+    ----------
+    learning_rate : float >= 0 or schedule
+        α; converges for ``α <= 1/L`` (L the Lipschitz constant of ∇L).
+    l1_weight : float >= 0
+        λ.
+
+    Returns
+    -------
+    GradientTransformation
+        ``chain(scale_by_learning_rate(α), proximal_l1(λ, α))``.
+
+    Notes
+    -----
+    ``θ_{k+1} = sign(z) max(|z| - α λ, 0)`` with ``z = θ_k - α ∇L(θ_k)``.
+    """
+    lr = rate("proximal_gradient", learning_rate)
+    w = nonneg("proximal_gradient", "l1_weight", l1_weight)
+    return chain(scale_by_learning_rate(lr), proximal_l1(w, lr))
