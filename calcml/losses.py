@@ -799,6 +799,16 @@ class CrossEntropy(Loss):
         return (s * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / _rows(z))
 
 
+def _distributions(name, y_true, y_pred, true_label, pred_label):
+    """Checks shared by the losses over a class axis of probabilities."""
+    if len(y_pred.shape) == 0:
+        raise ValueError(f"calcml.losses.{name}: y_pred must have a class axis (the last); "
+                         f"got {_desc(y_pred)}")
+    _nonnegative(name, y_true, true_label)
+    _in_unit_interval(name, y_pred, pred_label)
+    return y_true, y_pred
+
+
 class CategoricalCrossEntropy(Loss):
     r"""Categorical cross-entropy on probabilities: ``categorical_cross_entropy(y_true, y_pred)``.
 
@@ -834,13 +844,7 @@ class CategoricalCrossEntropy(Loss):
     name = "categorical_cross_entropy"
 
     def _pair(self, y_true, y_pred):
-        y_true, y_pred = super()._pair(y_true, y_pred)
-        if len(y_pred.shape) == 0:
-            raise ValueError(f"calcml.losses.{self.name}: y_pred must have a class axis (the "
-                             f"last); got {_desc(y_pred)}")
-        _nonnegative(self.name, y_true, "y_true")
-        _in_unit_interval(self.name, y_pred, "y_pred")
-        return y_true, y_pred
+        return _distributions(self.name, *super()._pair(y_true, y_pred), "y_true", "y_pred")
 
     def _value(self, y_true, y_pred):
         y_true, y_pred = self._pair(y_true, y_pred)
@@ -884,13 +888,8 @@ class KLDivergence(Loss):
     name = "kl_divergence"
 
     def _pair(self, y_true, y_pred):
-        y_true, y_pred = super()._pair(y_true, y_pred)
-        if len(y_pred.shape) == 0:
-            raise ValueError(f"calcml.losses.{self.name}: y_pred must have a class axis (the "
-                             f"last); got {_desc(y_pred)}")
-        _nonnegative(self.name, y_true, "y_true (p)")
-        _in_unit_interval(self.name, y_pred, "y_pred (q)")
-        return y_true, y_pred
+        return _distributions(self.name, *super()._pair(y_true, y_pred), "y_true (p)",
+                              "y_pred (q)")
 
     def _value(self, y_true, y_pred):
         p, q = self._pair(y_true, y_pred)
