@@ -6,7 +6,7 @@ automatically), and the chapter "Calculus in Machine Learning" run as experiment
 (``calcml tour``).
 """
 
-from . import analysis, backend, losses, optim, optimize, symbolic
+from . import analysis, backend, estimators, losses, nn, optim, optimize, symbolic, train
 from ._core.registry import OPS as _OPS
 from ._core.tree import flatten as tree_flatten
 from ._core.tree import tree_map
@@ -76,5 +76,5 @@ __all__ = [
     "check_grad", "GradientCheckError", "symbolic", "make_graph", "losses",
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
     "tree_flatten", "tree_unflatten", "tree_map", "backend", "optim", "OPERATIONS", "__version__",
-    "optimize", "analysis",
+    "optimize", "analysis", "nn", "train", "estimators",
 ]
