@@ -22,6 +22,7 @@ from ._core.trace import Box, leaf_node, new_level
 from ._core.trace import unbox_all as _raw
 from ._core.tree import flatten, unflatten
 from .ops import reshape, stack, transpose
+from .tensor import Tensor
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
 
@@ -65,8 +66,15 @@ def _argnums(argnums, nargs, fname):
     return single, tuple(a % nargs for a in nums)
 
 
+def _plain(x):
+    """A tensor that records nothing (the constants of a model under a transform) is handed
+    back as its array; a box of a live trace or a tensor that records stays as it is."""
+    return x._value if type(x) is Tensor and x._node is None else x
+
+
 def _finish(g, like):
     """A gradient as the user receives it: a fresh array of ``like``'s shape and dtype."""
+    g = _plain(g)
     if isinstance(g, Box):
         return g
     if type(g) is not np.ndarray:
@@ -201,6 +209,11 @@ def value_and_grad(f, argnums=0, has_aux=False):
 
     Notes
     -----
+    If ``f`` uses tensors that require a gradient (a module's parameters), the gradient depends
+    on them too and comes back as a :class:`~calcml.Tensor` that records, so that it can be
+    differentiated again with ``backward()`` (a gradient penalty, say); under
+    ``cm.no_grad()``, or with no such tensor, it is a plain array.
+
     Reverse mode: the forward pass records each primitive; the backward pass applies the
     chain rule ∂L/∂x = Σ ∂L/∂y · ∂y/∂x from the output to the inputs, in reverse
     topological order.  One backward pass gives the whole gradient, whatever the number of
@@ -330,7 +343,7 @@ def _forward(f, primals, tangents, batch_shape, fname):
         boxed.append(unflatten(ptd, leaves))
     out = f(*boxed)
     if isinstance(out, ForwardBox) and out._trace is trace:
-        return out._value, out._tangent
+        return _plain(out._value), _plain(out._tangent)
     out_leaves, out_td = flatten(out)
     vals, tans = [], []
     for o in out_leaves:
@@ -342,7 +355,8 @@ def _forward(f, primals, tangents, batch_shape, fname):
             oshape = tuple(getattr(o, "shape", ()))
             dt = getattr(o, "dtype", np.float64)
             tans.append(backend.zeros(tuple(batch_shape) + oshape, dt, like=_raw(o)))
-    return unflatten(out_td, vals), unflatten(out_td, tans)
+    return (unflatten(out_td, [_plain(v) for v in vals]),
+            unflatten(out_td, [_plain(t) for t in tans]))
 
 
 def jvp(f, primals, tangents, batched=False):

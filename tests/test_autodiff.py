@@ -654,3 +654,23 @@ def test_100k_op_chain_of_transcendental_ops():
         d = d * (1 + 1e-3 * np.cos(x))
         x = x + np.sin(x) * 1e-3
     assert_close(cm.grad(chain)(x0), d, 1e-10)
+
+
+def test_gradients_through_model_parameters_are_tensors_only_while_recording():
+    lin = cm.nn.Linear(3, 2, rng=0)
+    x = np.array([0.5, -1.0, 2.0])
+
+    def f(x):
+        return cm.sum(cm.tanh(lin(x)) ** 2)
+
+    g = cm.grad(f)(x)
+    assert isinstance(g, cm.Tensor) and g.requires_grad  # depends on the weights: recordable
+    cm.sum(g * g).backward()  # a gradient penalty reaches the parameters
+    assert lin.weight.grad is not None and np.all(np.isfinite(lin.weight.grad))
+    with cm.no_grad():
+        g0 = cm.grad(f)(x)
+        J = cm.jacobian(lambda x: lin(x), mode="fwd")(x)
+        h = cm.hvp(f, (x,), (np.ones(3),))
+    assert type(g0) is np.ndarray and type(J) is np.ndarray and type(h) is np.ndarray
+    np.testing.assert_allclose(g0, g.data, rtol=1e-12)
+    np.testing.assert_allclose(J, lin.weight.data, rtol=1e-12)
