@@ -85,6 +85,8 @@ def broadcast_to(a, shape):
     """
     if type(shape) is not tuple:
         shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+    if isinstance(a, np.generic):  # a NumPy scalar (what a full reduction returns)
+        a = np.asarray(a)
     if type(a) is np.ndarray and a.flags.c_contiguous:
         src, n = a.shape, len(shape)
         k = n - len(src)
