@@ -35,21 +35,48 @@ def _set_threads(n):
         pass
 
 
-def timeit(fn, min_time=0.2, repeats=5):
-    """Best-of-``repeats`` mean time per call (seconds), each repeat running >= min_time/repeats."""
-    fn()
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    number = max(1, int(min_time / repeats / one))
-    best = float("inf")
-    for _ in range(repeats):
+def time_row(fns, rounds=9, target=0.03):
+    """Time the callables of one workload in interleaved rounds.
+
+    Each round runs every implementation for about ``target`` seconds, one after the other, so
+    a burst of machine noise hits all of them alike.  Returns ``{name: (best seconds per call,
+    median over rounds of its time / the NumPy floor's time in the same round)}``.
+    """
+    numbers = {}
+    for name, fn in fns.items():
+        fn()
+        fn()
         t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / number)
-    return best
+        fn()
+        numbers[name] = max(1, int(target / max(time.perf_counter() - t0, 1e-7)))
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n = numbers[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter() - t0) / n)
+    base = times["numpy"]
+    return {name: (min(ts), float(np.median([t / b for t, b in zip(ts, base)])))
+            for name, ts in times.items()}
+
+
+def reexec_with_malloc_tuning():
+    """Run again with glibc told to keep freed memory (the same for every implementation).
+
+    With glibc's defaults a freed multi-megabyte block is sometimes handed back to the kernel
+    and the next step pays a page fault per 4 KiB page: the large MLP then swings by 2x between
+    two runs of the same code.  A high trim threshold and no mmap below 32 MiB measure the
+    arithmetic instead.  ``--system-malloc`` keeps the defaults.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("_CALCML_BENCH_TUNED") == "1":
+        return
+    tune = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647"
+    old = os.environ.get("GLIBC_TUNABLES")
+    env = dict(os.environ, _CALCML_BENCH_TUNED="1",
+               GLIBC_TUNABLES=f"{old}:{tune}" if old else tune)
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 # -------------------------------------------------------------------------------------------
@@ -116,14 +143,14 @@ def bench_chain(dtype, impls):
     g_cm = cm.grad(lambda h: chain_fn(cm, h))
     ref = chain_numpy(x)
     assert np.allclose(g_cm(x), ref, rtol=1e-4), "calcml chain gradient disagrees"
-    row = {"numpy": timeit(lambda: chain_numpy(x)), "calcml": timeit(lambda: g_cm(x))}
+    row = {"numpy": lambda: chain_numpy(x), "calcml": lambda: g_cm(x)}
     xt = cm.tensor(x, requires_grad=True)
 
     def tensor_step():
         xt.grad = None
         chain_fn(cm, xt).backward()
 
-    row["calcml (Tensor)"] = timeit(tensor_step)
+    row["calcml (Tensor)"] = tensor_step
     if "torch" in impls:
         torch = impls["torch"]
         tx = torch.tensor(x, requires_grad=True)
@@ -132,16 +159,16 @@ def bench_chain(dtype, impls):
             tx.grad = None
             chain_fn(torch, tx).backward()
 
-        row["torch"] = timeit(torch_step)
+        row["torch"] = torch_step
     if "autograd" in impls:
         ag, anp = impls["autograd"]
         g_ag = ag.grad(lambda h: chain_fn(anp, h))
-        row["autograd"] = timeit(lambda: g_ag(x))
+        row["autograd"] = lambda: g_ag(x)
     if "jax" in impls:
         jax, jnp = impls["jax"]
         g_j = jax.grad(lambda h: chain_fn(jnp, h))  # eager (no jit), like the others
         xj = jnp.asarray(x)
-        row["jax (eager)"] = timeit(lambda: g_j(xj).block_until_ready(), min_time=0.5)
+        row["jax (eager)"] = lambda: g_j(xj).block_until_ready()
     return row
 
 
@@ -233,8 +260,8 @@ def bench_mlp_ce(dtype, impls, sizes, batch):
                                             cm.tensor(b, requires_grad=True))
                                            for w, b in init_mlp(sizes, dtype)], x, onehot, lr))
     assert abs(l_np - l_cm) < 1e-4 * max(1, abs(l_np)), (l_np, l_cm)
-    row = {"numpy": timeit(lambda: mlp_ce_numpy(p_np, x, onehot, lr)),
-           "calcml": timeit(lambda: mlp_ce_calcml_tensor(cm, p_cm, x, onehot, lr))}
+    row = {"numpy": lambda: mlp_ce_numpy(p_np, x, onehot, lr),
+           "calcml": lambda: mlp_ce_calcml_tensor(cm, p_cm, x, onehot, lr)}
     p_fn = [list(p) for p in init_mlp(sizes, dtype)]
     vg = cm.value_and_grad(mlp_ce_loss_fn(cm))
 
@@ -244,7 +271,7 @@ def bench_mlp_ce(dtype, impls, sizes, batch):
             p[0] -= lr * g[0]
             p[1] -= lr * g[1]
 
-    row["calcml (grad)"] = timeit(functional_step)
+    row["calcml (grad)"] = functional_step
     if "torch" in impls:
         torch = impls["torch"]
         tp = [(torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True))
@@ -266,7 +293,7 @@ def bench_mlp_ce(dtype, impls, sizes, batch):
                     w.grad = None
                     b.grad = None
 
-        row["torch"] = timeit(torch_step)
+        row["torch"] = torch_step
     if "autograd" in impls:
         ag, anp = impls["autograd"]
         import autograd.scipy.special as ass
@@ -289,7 +316,7 @@ def bench_mlp_ce(dtype, impls, sizes, batch):
                 p[0] = p[0] - lr * g[0]
                 p[1] = p[1] - lr * g[1]
 
-        row["autograd"] = timeit(ag_step)
+        row["autograd"] = ag_step
     return row
 
 
@@ -355,8 +382,8 @@ def bench_hinge(dtype, impls):
     p_np = init_mlp(sizes, dtype, 3)
     p_cm = [(cm.tensor(w, requires_grad=True), cm.tensor(b, requires_grad=True))
             for w, b in init_mlp(sizes, dtype, 3)]
-    row = {"numpy": timeit(lambda: hinge_numpy(p_np, x, y, lr, lam)),
-           "calcml": timeit(lambda: hinge_calcml(cm, p_cm, x, y, lr, lam))}
+    row = {"numpy": lambda: hinge_numpy(p_np, x, y, lr, lam),
+           "calcml": lambda: hinge_calcml(cm, p_cm, x, y, lr, lam)}
     if "torch" in impls:
         torch = impls["torch"]
         tp = [(torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True))
@@ -379,7 +406,7 @@ def bench_hinge(dtype, impls):
                     w.grad = None
                     b.grad = None
 
-        row["torch"] = timeit(torch_step)
+        row["torch"] = torch_step
     return row
 
 
@@ -412,29 +439,29 @@ def bench_hessian(dtype, impls, n=100, m=100):
     tol = 1e-4 if dtype == np.float32 else 1e-10
     assert np.allclose(H(x), hess_np(), atol=tol), "calcml Hessian disagrees"
     assert np.allclose(cm.hvp(f, (x,), (v,)), hvp_np(), atol=tol), "calcml HVP disagrees"
-    hrow = {"numpy": timeit(hess_np), "calcml": timeit(lambda: H(x))}
-    vrow = {"numpy": timeit(hvp_np), "calcml": timeit(lambda: cm.hvp(f, (x,), (v,)))}
+    hrow = {"numpy": hess_np, "calcml": lambda: H(x)}
+    vrow = {"numpy": hvp_np, "calcml": lambda: cm.hvp(f, (x,), (v,))}
     if "torch" in impls:
         torch = impls["torch"]
         tA, tx, tv = torch.tensor(A), torch.tensor(x), torch.tensor(v)
         tf = lambda x: torch.tanh(tA @ x).sum()
-        hrow["torch"] = timeit(lambda: torch.autograd.functional.hessian(tf, tx))
-        vrow["torch"] = timeit(lambda: torch.autograd.functional.hvp(tf, tx, tv))
+        hrow["torch"] = lambda: torch.autograd.functional.hessian(tf, tx)
+        vrow["torch"] = lambda: torch.autograd.functional.hvp(tf, tx, tv)
     if "autograd" in impls:
         ag, anp = impls["autograd"]
         af = lambda x: anp.sum(anp.tanh(anp.dot(A, x)))
         ah = ag.hessian(af)
-        hrow["autograd"] = timeit(lambda: ah(x))
+        hrow["autograd"] = lambda: ah(x)
         ahv = ag.hessian_vector_product(af)
-        vrow["autograd"] = timeit(lambda: ahv(x, v))
+        vrow["autograd"] = lambda: ahv(x, v)
     if "jax" in impls:
         jax, jnp = impls["jax"]
         jA, jx, jv = jnp.asarray(A), jnp.asarray(x), jnp.asarray(v)
         jf = lambda x: jnp.sum(jnp.tanh(jA @ x))
         jh = jax.hessian(jf)
-        hrow["jax (eager)"] = timeit(lambda: jh(jx).block_until_ready(), min_time=0.5)
+        hrow["jax (eager)"] = lambda: jh(jx).block_until_ready()
         jhv = lambda: jax.jvp(jax.grad(jf), (jx,), (jv,))[1].block_until_ready()
-        vrow["jax (eager)"] = timeit(jhv, min_time=0.5)
+        vrow["jax (eager)"] = jhv
     return hrow, vrow
 
 
@@ -512,14 +539,15 @@ def run(dtypes, quick=False, skip=(), threads=2):
     for dt in dtypes:
         dtype = np.dtype(dt).type
         res = {}
-        res["chain100"] = bench_chain(dtype, impls)
-        res["mlp_64_256_256_10"] = bench_mlp_ce(dtype, impls, [64, 256, 256, 10], 64)
+        res["chain100"] = time_row(bench_chain(dtype, impls))
+        res["mlp_64_256_256_10"] = time_row(bench_mlp_ce(dtype, impls, [64, 256, 256, 10], 64))
         if not quick:
-            res["mlp_784_1024_1024_10"] = bench_mlp_ce(dtype, impls, [784, 1024, 1024, 10], 512)
+            res["mlp_784_1024_1024_10"] = time_row(
+                bench_mlp_ce(dtype, impls, [784, 1024, 1024, 10], 512), rounds=7, target=0.0)
         h, v = bench_hessian(dtype, impls)
-        res["hessian_tanh_100"] = h
-        res["hvp_tanh_100"] = v
-        res["hinge_2_16_16_1"] = bench_hinge(dtype, impls)
+        res["hessian_tanh_100"] = time_row(h)
+        res["hvp_tanh_100"] = time_row(v)
+        res["hinge_2_16_16_1"] = time_row(bench_hinge(dtype, impls))
         results[dt] = res
     return results
 
@@ -529,12 +557,10 @@ def report(results):
     ok_all = True
     for dt, res in results.items():
         lines.append(f"\n== {dt} ==")
-        lines.append(f"{'workload':24s} {'impl':18s} {'time':>12s} {'vs numpy':>9s}  goal")
+        lines.append(f"{'workload':24s} {'impl':18s} {'best time':>12s} {'vs numpy':>9s}  goal")
         for name, row in res.items():
             kind, goal = GOALS[name]
-            base = row["numpy"]
-            for impl, t in row.items():
-                ratio = t / base
+            for impl, (t, ratio) in row.items():
                 extra = ""
                 if impl == "calcml":
                     if kind == "us/op":
@@ -559,14 +585,19 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip", nargs="*", default=[], help="torch autograd jax")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="keep glibc's default trimming (noisier: random page faults)")
     args = ap.parse_args(argv)
+    if not args.system_malloc and argv is None:
+        reexec_with_malloc_tuning()
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {platform.machine()}, "
           f"threads {args.threads}")
     results = run(dtypes, args.quick, args.skip, args.threads)
     text, ok = report(results)
     print(text)
-    out = {"results": results}
+    out = {"results": {dt: {w: {i: {"seconds": t, "ratio": r} for i, (t, r) in row.items()}
+                            for w, row in res.items()} for dt, res in results.items()}}
     if not args.skip_memory:
         marks = bench_memory()
         growth = marks[10_000] - marks[1000]
