@@ -18,21 +18,7 @@ import sys
 import time
 
 import numpy as np
-
-
-def _set_threads(n):
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
+from _common import reexec_with_malloc_tuning, set_threads
 
 
 def time_row(fns, rounds=9, target=0.03):
@@ -60,23 +46,6 @@ def time_row(fns, rounds=9, target=0.03):
     base = times["numpy"]
     return {name: (min(ts), float(np.median([t / b for t, b in zip(ts, base)])))
             for name, ts in times.items()}
-
-
-def reexec_with_malloc_tuning():
-    """Run again with glibc told to keep freed memory (the same for every implementation).
-
-    With glibc's defaults a freed multi-megabyte block is sometimes handed back to the kernel
-    and the next step pays a page fault per 4 KiB page: the large MLP then swings by 2x between
-    two runs of the same code.  A high trim threshold and no mmap below 32 MiB measure the
-    arithmetic instead.  ``--system-malloc`` keeps the defaults.
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("_CALCML_BENCH_TUNED") == "1":
-        return
-    tune = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647"
-    old = os.environ.get("GLIBC_TUNABLES")
-    env = dict(os.environ, _CALCML_BENCH_TUNED="1",
-               GLIBC_TUNABLES=f"{old}:{tune}" if old else tune)
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 # -------------------------------------------------------------------------------------------
@@ -533,7 +502,7 @@ def load_impls(skip=()):
 
 
 def run(dtypes, quick=False, skip=(), threads=2):
-    _set_threads(threads)
+    set_threads(threads)
     impls = load_impls(skip)
     results = {}
     for dt in dtypes:

@@ -18,21 +18,7 @@ import sys
 import time
 
 import numpy as np
-
-
-def _set_threads(n):
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
+from _common import set_threads
 
 
 def load_data(dtype):
@@ -172,7 +158,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=5, help="timed epochs (best is kept)")
     args = ap.parse_args(argv)
-    _set_threads(args.threads)
+    set_threads(args.threads)
     import calcml as cm
 
     dtype = np.dtype(args.dtype).type

@@ -41,6 +41,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, _THREADS)
 
 import numpy as np  # noqa: E402
+from _common import reexec_with_malloc_tuning, set_threads  # noqa: E402
 
 import calcml as cm  # noqa: E402
 
@@ -49,13 +50,6 @@ SHAPES = [(500, 1000), (1000, 400), (100_000,)]
 LR, MU, B1, B2, EPS, DECAY, CLIP, WD = 1e-3, 0.9, 0.9, 0.999, 1e-8, 0.9, 1.0, 1e-4
 
 
-def _set_threads(n):
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 # --- hand-written NumPy updates ---------------------------------------------------------------
@@ -292,24 +286,6 @@ def time_pair(fa, fb, min_time, rounds):
     return best[0], best[1], float(np.median(ratios)), faults[0] / n, faults[1] / n
 
 
-def _reexec_with_malloc_tuning():
-    """Run again with glibc told to keep freed memory: no page faults at random.
-
-    With glibc's defaults, a freed 4-8 MB block at the top of the heap is sometimes given back
-    to the kernel, and the next step of either side then pays ~1000 page faults per array
-    (we measured 3x swings between two runs of the *same* hand-written code).  Keeping the
-    memory (a high trim threshold, no mmap below 32 MB) measures the arithmetic, the same for
-    both sides.  ``--system-malloc`` keeps the defaults; faults per step are printed either way.
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("_CALCML_BENCH_TUNED") == "1":
-        return
-    tune = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647"
-    old = os.environ.get("GLIBC_TUNABLES")
-    env = dict(os.environ, _CALCML_BENCH_TUNED="1",
-               GLIBC_TUNABLES=f"{old}:{tune}" if old else tune)
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])
@@ -322,8 +298,8 @@ def main(argv=None):
                     help="keep glibc's default trimming (noisier: random page faults)")
     args = ap.parse_args(argv)
     if not args.system_malloc and argv is None:
-        _reexec_with_malloc_tuning()
-    _set_threads(args.threads)
+        reexec_with_malloc_tuning()
+    set_threads(args.threads)
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     min_time, rounds = (0.3, 5) if args.quick else (args.seconds, 21)
     n = sum(int(np.prod(s)) for s in SHAPES)
