@@ -72,17 +72,21 @@ def _plain(x):
     return x._value if type(x) is Tensor and x._node is None else x
 
 
-def _finish(g, like):
-    """A gradient as the user receives it: a fresh array of ``like``'s shape and dtype."""
+def _finish(g, like, taken):
+    """A gradient as the user receives it: an array of ``like``'s shape and dtype that shares
+    memory with nothing else handed out (``taken``: ids of the owners of the seed and of the
+    gradients already returned; a rule such as add's passes one cotangent to two inputs)."""
     g = _plain(g)
     if isinstance(g, Box):
         return g
     if type(g) is not np.ndarray:
         g = backend.get_xp(g, like).asarray(g)
-    if g.dtype != like.dtype or not backend.writeable(g) or g.shape != like.shape:
+    if (g.dtype != like.dtype or not backend.writeable(g) or g.shape != like.shape
+            or id(backend.owner(g)) in taken):
         out = backend.get_xp(g).empty(like.shape, like.dtype)
         out[...] = g
         g = out
+    taken.add(id(backend.owner(g)))
     return g
 
 
@@ -180,17 +184,19 @@ def _gradients(trace, out, seed, records):
     grads = {}
     if isinstance(out, ReverseBox) and out._trace is trace:
         grads = backward_pass(out._node, seed)
-    return _collect(grads, records)
+    return _collect(grads, records, (seed,))
 
 
-def _collect(grads, records):
-    """The gradient of each boxed argument, from the leaves' entries of a backward pass."""
+def _collect(grads, records, seeds):
+    """The gradient of each boxed argument, from the leaves' entries of a backward pass
+    started from ``seeds`` (never handed back as a gradient themselves)."""
+    taken = {id(backend.owner(s)) for s in seeds}
     result = []
     for td, vals, boxes in records:
         gs = []
         for v, b in zip(vals, boxes):
             hit = grads.get(b._node[0])
-            gs.append(_finish(hit[1], v) if hit is not None else _zeros_like(v))
+            gs.append(_finish(hit[1], v, taken) if hit is not None else _zeros_like(v))
         result.append(gs[0] if td is _LEAF_TD else unflatten(td, gs))
     return result
 
@@ -306,7 +312,7 @@ def vjp(f, *primals, has_aux=False):
                 for k, (node, g) in grads.items():
                     prev = total.get(k)
                     total[k] = (node, g if prev is None else prev[1] + g)
-        return tuple(_collect(total or {}, records))
+        return tuple(_collect(total or {}, records, ct_leaves))
 
     value = unflatten(out_td, out_vals)
     if has_aux:
@@ -434,7 +440,7 @@ def _jac_rev(f, args, kwargs, n):
         rows = []
         for i in range(m):  # one backward pass per output element, on the one graph
             hit = backward_pass(o._node, eye[i].reshape(oshape)).get(node[0])
-            rows.append(_finish(hit[1], x) if hit is not None else _zeros_like(x))
+            rows.append(_finish(hit[1], x, set()) if hit is not None else _zeros_like(x))
         jacs.append(reshape(stack(rows), oshape + tuple(x.shape)))
     return unflatten(otd, jacs)
 

@@ -20,7 +20,7 @@ try:  # CuPy is an optional extra; import it only if it is installed and a devic
 except Exception:  # pragma: no cover - the usual case on a CPU machine
     _cupy = None
 
-__all__ = ["cupy_available", "get_xp", "asarray", "writeable", "to_numpy", "scatter_add",
+__all__ = ["cupy_available", "get_xp", "asarray", "writeable", "owner", "to_numpy", "scatter_add",
            "broadcast_to", "zeros", "ones", "eye", "rng"]
 
 
@@ -52,6 +52,13 @@ def asarray(a):
 def writeable(a) -> bool:
     """Whether ``a`` may be written in place (CuPy arrays always may; their flags omit it)."""
     return getattr(a.flags, "writeable", True)
+
+
+def owner(a):
+    """The array that owns the memory of ``a`` (``a`` itself unless it is a view)."""
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
 
 
 def to_numpy(a):

@@ -8,7 +8,9 @@ cm.no_grad():`` nothing is recorded.
 Calling ``backward()`` twice through the same graph is allowed: the graph is kept as long as a
 tensor refers to it, and the second call *adds* the same gradients to ``.grad`` again (PyTorch
 would refuse unless ``retain_graph=True``).  Call ``zero_grad()`` (on an optimizer) or set
-``p.grad = None`` between steps.  The graph is freed as soon as the last tensor referring to it
+``p.grad = None`` between steps.  The graph keeps references to the arrays it was built from:
+an optimizer step updates parameters in place, so a ``backward()`` through a graph recorded
+before the step mixes old activations with new weights; record a new forward pass instead.  The graph is freed as soon as the last tensor referring to it
 goes.
 """
 
@@ -143,20 +145,27 @@ class Tensor(Box):
             seed = backend.ones(v.shape, v.dtype, like=v)
         else:
             seed = gradient._value if isinstance(gradient, Tensor) else gradient
-            if tuple(np.shape(seed)) != tuple(v.shape):
+            seed = backend.get_xp(seed, v).asarray(seed)
+            if tuple(seed.shape) != tuple(v.shape):
                 raise ValueError(f"calcml.Tensor.backward: gradient of shape "
-                                 f"{tuple(np.shape(seed))} for a tensor of shape {tuple(v.shape)}")
+                                 f"{tuple(seed.shape)} for a tensor of shape {tuple(v.shape)}")
+            if seed.dtype != v.dtype:  # float32 stays float32
+                seed = seed.astype(v.dtype)
         node = self._node
         if node[1] is None:
             leaves = {node[0]: (node, seed)}
         else:
             leaves = backward_pass(node, seed)
+        # A leaf's .grad must share memory with nothing else the user holds: not the seed,
+        # not another leaf's gradient (add's rule hands one cotangent to both inputs).
+        taken = {id(backend.owner(seed))}
         for leaf, g in leaves.values():
             holder = leaf[2]
             prev = holder[0]
             if prev is None:
-                if not backend.writeable(g) or (g is seed and gradient is not None):
+                if not backend.writeable(g) or id(backend.owner(g)) in taken:
                     g = g.copy()
+                taken.add(id(backend.owner(g)))
                 holder[0] = g
             else:
                 holder[0] = prev + g

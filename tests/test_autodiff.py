@@ -674,3 +674,45 @@ def test_gradients_through_model_parameters_are_tensors_only_while_recording():
     assert type(g0) is np.ndarray and type(J) is np.ndarray and type(h) is np.ndarray
     np.testing.assert_allclose(g0, g.data, rtol=1e-12)
     np.testing.assert_allclose(J, lin.weight.data, rtol=1e-12)
+
+
+def test_returned_gradients_share_no_memory():
+    # add's rule hands one cotangent to both inputs; the seed or cotangent is never returned
+    g = cm.grad(lambda x, y: (x + y)[0], argnums=(0, 1))(np.ones(1), np.ones(1))
+    assert not np.shares_memory(g[0], g[1])
+    _, fn = cm.vjp(lambda x, y: x + y, np.ones(3), np.ones(3))
+    c = np.ones(3)
+    gx, gy = fn(c)
+    assert gx is not c and not np.shares_memory(gx, c) and not np.shares_memory(gx, gy)
+    a, b = cm.tensor([1.0], requires_grad=True), cm.tensor([2.0], requires_grad=True)
+    (a + b).backward()
+    a.grad *= 5.0
+    np.testing.assert_array_equal(b.grad, [1.0])
+    x = cm.tensor(np.zeros(3, np.float32), requires_grad=True)
+    gr = np.ones((3, 1), np.float32)
+    x.reshape(3, 1).backward(gr)
+    gr[0, 0] = 100.0
+    np.testing.assert_array_equal(x.grad, [1.0, 1.0, 1.0])
+
+
+def test_dtype_kept_with_python_base_and_backward_gradient():
+    x = np.array([0.5, 1.5], np.float32)
+    assert cm.jvp(lambda x: 2.0**x, (x,), (np.ones_like(x),))[1].dtype == np.float32
+    assert cm.hessian(lambda x: cm.sum(2.0**x))(x).dtype == np.float32
+    t = cm.tensor(x, requires_grad=True)
+    (2.0**t).sum().backward()
+    assert t.grad.dtype == np.float32
+    np.testing.assert_allclose(t.grad, np.log(2.0) * 2.0**x, rtol=1e-6)
+    w = cm.tensor(np.ones(3, np.float32), requires_grad=True)
+    (w * 2.0).backward(np.ones(3))
+    assert w.grad.dtype == np.float32
+
+
+def test_numpy_semantics_of_concatenate_none_bool_and_empty_reductions():
+    a = np.arange(4.0).reshape(2, 2)
+    assert cm.jacobian(lambda x: cm.concatenate([x, a], axis=None))(a).shape == (8, 2, 2)
+    with pytest.raises(ValueError):
+        bool(cm.tensor([0.0, 0.0]))
+    assert bool(cm.tensor(0.0)) is False and bool(cm.tensor(2.0)) is True
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(cm.grad(lambda x: cm.var(x, ddof=1))(np.array([1.0]))).all()

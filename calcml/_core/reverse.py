@@ -125,9 +125,7 @@ def backward_pass(root, seed):
             try:
                 gi = vjps[i](g, out, *vals, **params)
             except Exception as exc:
-                raise type(exc)(
-                    f"calcml: the reverse rule of {prim.name} (argument {i}) failed: {exc}"
-                ) from exc
+                raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals, exc) from exc
             if prim.broadcasts:
                 try:
                     shape = vals[i].shape

@@ -7,6 +7,8 @@ Each block is one primitive: its NumPy implementation, its reverse rule (VJP) an
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._core.registry import Sample, defprim, register
@@ -95,6 +97,8 @@ negative = register("negative", unary(_negative, "-x."), _unary_samples(_normal)
 
 def _log_or_zero(x):
     """log(x) where x > 0 and 0 elsewhere (the d/dy of x**y is then finite at x = 0)."""
+    if isinstance(x, (int, float)):  # a Python base (2.0 ** x): stay a weak Python scalar
+        return math.log(x) if x > 0 else 0.0
     pos = x > 0
     return where(pos, log(where(pos, x, 1.0)), 0.0)
 

@@ -99,6 +99,11 @@ def sum_to(g, shape):
     return reshape(g, shape) if tuple(shape_of(g)) != shape else g
 
 
+def _reciprocal(n):
+    """1/n, and NumPy's answer (nan, through inf·0) for an empty reduction or ddof ≥ n."""
+    return 1.0 / n if n > 0 else math.inf
+
+
 def _count(x, axis):
     s = shape_of(x)
     return math.prod(s[a] for a in axis)
@@ -114,7 +119,7 @@ def mean(x, axis=None, keepdims=False):
     if not isinstance(x, Box):
         return np.mean(x, axis=axis, keepdims=keepdims)
     axes = norm_axes(axis, ndim_of(x), "mean")
-    return sum(x, axis=axes, keepdims=keepdims) * (1.0 / _count(x, axes))
+    return sum(x, axis=axes, keepdims=keepdims) * _reciprocal(_count(x, axes))
 
 
 register("mean", mean, _red_samples, primitive=False)
@@ -132,7 +137,7 @@ def var(x, axis=None, ddof=0, keepdims=False):
         return np.var(x, axis=axis, ddof=ddof, keepdims=keepdims)
     axes = norm_axes(axis, ndim_of(x), "var")
     d = x - mean(x, axis=axes, keepdims=True)
-    return sum(d * d, axis=axes, keepdims=keepdims) * (1.0 / (_count(x, axes) - ddof))
+    return sum(d * d, axis=axes, keepdims=keepdims) * _reciprocal(_count(x, axes) - ddof)
 
 
 register("var", var, lambda rng: _red_samples(rng) + [

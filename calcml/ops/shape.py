@@ -262,6 +262,8 @@ def concatenate(arrays, axis=0):
             return np.concatenate(arrays, axis=axis)
         except (ValueError, TypeError) as e:
             raise op_error("concatenate", arrays, e) from None
+    if axis is None:  # NumPy: flatten every array first
+        arrays, axis = tuple(reshape(a, (-1,)) for a in arrays), 0
     ax = norm_axes(axis, ndim_of(arrays[0]), "concatenate")[0]
     return call(_concatenate, arrays, {"axis": ax})
 
