@@ -172,11 +172,6 @@ def _clip_probs(p):
     return p + shift if bool(shift.any()) else p
 
 
-def _np_pred(name, y_pred):
-    """``y_pred`` for a closed-form derivative: the plain float array under any boxes."""
-    return raw(_float_pred(name, y_pred))
-
-
 def _np_like(y, like):
     v = raw(_as_array(y))
     return v if v.dtype == like.dtype else v.astype(like.dtype)

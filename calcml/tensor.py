@@ -10,8 +10,8 @@ tensor refers to it, and the second call *adds* the same gradients to ``.grad`` 
 would refuse unless ``retain_graph=True``).  Call ``zero_grad()`` (on an optimizer) or set
 ``p.grad = None`` between steps.  The graph keeps references to the arrays it was built from:
 an optimizer step updates parameters in place, so a ``backward()`` through a graph recorded
-before the step mixes old activations with new weights; record a new forward pass instead.  The graph is freed as soon as the last tensor referring to it
-goes.
+before the step mixes old activations with new weights; record a new forward pass instead.
+The graph is freed as soon as the last tensor referring to it goes.
 """
 
 from __future__ import annotations
