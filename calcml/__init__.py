@@ -6,7 +6,9 @@ automatically), and the chapter "Calculus in Machine Learning" run as experiment
 (``calcml tour``).
 """
 
-from . import analysis, backend, estimators, losses, nn, optim, optimize, symbolic, train
+import importlib as _importlib
+
+from . import backend, losses, nn, optim, optimize, train
 from ._core.registry import OPS as _OPS
 from ._core.tree import flatten as tree_flatten
 from ._core.tree import tree_map
@@ -62,6 +64,22 @@ from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .testing import GradientCheckError, check_grad
 
 __version__ = "0.1.0"
+
+# Subpackages that pull in heavy libraries (scikit-learn, SymPy, SciPy's statistics)
+# load on first use: ``cm.estimators`` or ``import calcml.estimators`` both work.
+_LAZY = ("analysis", "estimators", "symbolic")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = _importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'calcml' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 #: The names of the differentiable operations (API.md §1), as registered.
 OPERATIONS = tuple(sorted(n for n, info in _OPS.items() if info.public))

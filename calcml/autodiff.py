@@ -512,6 +512,34 @@ def hvp(f, primals, tangents):
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TypeError("calcml.hvp: primals and tangents must be tuples, "
                         "e.g. cm.hvp(f, (x,), (v,))")
+    if len(primals) == 1 and len(tangents) == 1:
+        x, v = primals[0], tangents[0]
+        if (type(x) is np.ndarray and type(v) is np.ndarray and x.dtype.kind == "f"
+                and v.dtype == x.dtype and v.shape == x.shape):
+            return _hvp_array(f, x, v)
     nums = 0 if len(primals) == 1 else tuple(range(len(primals)))
     _, t = jvp(grad(f, nums), tuple(primals), tuple(tangents))
     return t if len(primals) == 1 else tuple(t)
+
+
+def _hvp_array(f, x, v):
+    """``hvp`` for one array argument: the same forward-over-reverse passes as
+    ``jvp(grad(f), (x,), (v,))``, without the argument handling of two transforms."""
+    outer = ForwardTrace(new_level())
+    inner = ReverseTrace(new_level())
+    leaf = ReverseBox(ForwardBox(x, outer, v), inner, leaf_node())
+    out = f(leaf)
+    _check_scalar(out, "hvp")
+    value = _own(out, inner)
+    if getattr(value, "dtype", _F64).kind not in "fc":
+        raise TypeError(f"calcml.hvp: the function returned dtype {value.dtype}; "
+                        "a Hessian needs a floating-point output")
+    if not (isinstance(out, ReverseBox) and out._trace is inner):
+        return _zeros_like(x)
+    hit = backward_pass(out._node, _seed_like(value)).get(leaf._node[0])
+    if hit is None:
+        return _zeros_like(x)
+    g = _plain(hit[1])
+    if not (isinstance(g, ForwardBox) and g._trace is outer):
+        return _zeros_like(x)  # the gradient does not depend on x: H = 0
+    return _finish(g._tangent, x, set())

@@ -254,13 +254,13 @@ def make_graph(f, *args, names=None, constants=True):
     for i, b in enumerate(boxed):  # inputs first, in argument order, reached or not
         ids[b._node[0]] = add("input", None, names[i], b._value)
         inputs.append(ids[b._node[0]])
-    for seq in sorted(recorded):
+    for seq in sorted(recorded, reverse=True):  # creation order (seqs decrease)
         node = recorded[seq]
         if seq in leaf_index:
             continue
         prim, vals, params, value, parents = node[1], node[2], node[3], node[4], node[5]
         if prim is None:  # a leaf of this trace made elsewhere (not one of our inputs)
-            ids[seq] = add("input", None, f"leaf{seq}", np.nan)
+            ids[seq] = add("input", None, f"leaf{-seq}", np.nan)
             continue
         src = {i: ids[p[0]] for i, p in parents}
         if constants:

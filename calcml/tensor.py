@@ -34,20 +34,44 @@ class _TensorTrace:
     level = 0
 
     def process(self, prim, args, params):
-        vals = list(args)
-        parents = None
         vjps = prim.vjps
         record = vjps is not None and _grad_enabled[0]
-        i = 0
-        for a in args:
+        n = len(args)
+        if n == 1:  # the hot paths of small models, spelled out
+            a = args[0]
+            vals = (a._value,)
+            parents = ((0, a._node),) if record and a._node is not None and vjps[0] is not None \
+                else None
+        elif n == 2:
+            a, c = args
             if isinstance(a, Tensor):
-                vals[i] = a._value
-                if record and a._node is not None and vjps[i] is not None:
-                    if parents is None:
-                        parents = [(i, a._node)]
-                    else:
-                        parents.append((i, a._node))
-            i += 1
+                va = a._value
+                pa = record and a._node is not None and vjps[0] is not None
+            else:
+                va, pa = a, False
+            if isinstance(c, Tensor):
+                vc = c._value
+                pc = record and c._node is not None and vjps[1] is not None
+            else:
+                vc, pc = c, False
+            vals = (va, vc)
+            if pa:
+                parents = ((0, a._node), (1, c._node)) if pc else ((0, a._node),)
+            else:
+                parents = ((1, c._node),) if pc else None
+        else:
+            vals = list(args)
+            parents = None
+            i = 0
+            for a in args:
+                if isinstance(a, Tensor):
+                    vals[i] = a._value
+                    if record and a._node is not None and vjps[i] is not None:
+                        if parents is None:
+                            parents = [(i, a._node)]
+                        else:
+                            parents.append((i, a._node))
+                i += 1
         try:
             out = prim.impl(*vals, **params)
         except (IndexError, ValueError, TypeError) as exc:

@@ -520,6 +520,28 @@ def test_hvp_equals_hessian_times_v():
     assert_close(hy, 2 * x * vx + np.exp(y) * vy, 1e-12)
 
 
+@pytest.mark.parametrize("f", [
+    f_tanh,
+    lambda x: cm.sum(x) * 3.0,                   # linear: H = 0 (the gradient is a constant)
+    lambda x: cm.sum(x * x) * cm.sum(cm.sin(x)),
+    lambda x: cm.sum(cm.sigmoid(x[:2]) * x[1:]),  # indexing on the way
+])
+def test_hvp_of_one_array_equals_jvp_of_grad(f):
+    # One array argument takes a direct path; it must agree with the general composition.
+    direct = cm.hvp(f, (X,), (V,))
+    composed = cm.jvp(cm.grad(f), (X,), (V,))[1]
+    assert isinstance(direct, np.ndarray) and direct.shape == X.shape
+    assert_close(direct, composed, 1e-14)
+    assert_close(cm.hvp(f, [X], [V]), direct, 1e-15)
+
+
+def test_hvp_refuses_non_scalar_and_integer_outputs():
+    with pytest.raises(ValueError, match=r"calcml\.hvp: the function must return a scalar"):
+        cm.hvp(lambda x: x * 2.0, (X,), (V,))
+    with pytest.raises(TypeError, match=r"calcml\.hvp: .*dtype"):
+        cm.hvp(lambda x: cm.sum(x > 0), (X,), (V,))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_transforms_keep_the_dtype(dtype):
     x, v = X.astype(dtype), V.astype(dtype)

@@ -45,6 +45,33 @@ class ForwardTrace:
         self.batch_shape = tuple(batch_shape)
 
     def process(self, prim, args, params):
+        if len(args) == 1:  # the common case spelled out: one box of this trace
+            a = args[0]
+            v = a._value
+            if isinstance(v, Box):
+                out = bind(prim, (v,), params)
+            else:
+                try:
+                    out = prim.impl(v, **params)
+                except (IndexError, ValueError, TypeError) as exc:
+                    raise op_error(prim.name, (v,), exc) from None
+            jvps = prim.jvps
+            if jvps is None:
+                return out
+            if prim.jvp_joint is not None:
+                tout = prim.jvp_joint([a._tangent], out, [v], params)
+            else:
+                rule = jvps[0]
+                if rule is None:
+                    return out
+                tout = rule(a._tangent, out, v, **params)  # elementwise: same shape as v
+            if tout is None:
+                return out
+            b = _new(ForwardBox)
+            b._value = out
+            b._trace = self
+            b._tangent = tout
+            return b
         vals = list(args)
         tans = [None] * len(args)
         lower = False
@@ -74,18 +101,18 @@ class ForwardTrace:
         else:
             tout = None
             jvps = prim.jvps
-            for i, t in enumerate(tans):
-                if t is None:
-                    continue
-                rule = jvps[i]
-                if rule is None:
-                    continue
-                if bshape and prim.elementwise:
-                    xs, os = _shape(vals[i]), _shape(out)
-                    if len(xs) < len(os):
-                        t = _reshape(t, bshape + (1,) * (len(os) - len(xs)) + xs)
-                ti = rule(t, out, *vals, **params)
-                tout = ti if tout is None else _add(tout, ti)
+            i = 0
+            for t in tans:
+                if t is not None:
+                    rule = jvps[i]
+                    if rule is not None:
+                        if bshape and prim.elementwise:
+                            xs, os = _shape(vals[i]), _shape(out)
+                            if len(xs) < len(os):
+                                t = _reshape(t, bshape + (1,) * (len(os) - len(xs)) + xs)
+                        ti = rule(t, out, *vals, **params)
+                        tout = ti if tout is None else _add(tout, ti)
+                i += 1
         if tout is None:
             return out
         # Only an elementwise rule can return a narrower tangent (an argument that was

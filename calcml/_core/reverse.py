@@ -1,9 +1,12 @@
 """Reverse mode: record a node per primitive call, then walk the nodes backwards.
 
-The backward pass collects the nodes reachable from the output with an explicit stack (never
-recursion, so a 100,000-op chain is fine), orders them by their creation number (parents are
-always made before children, so descending numbers are a reverse topological order), and
-pushes the cotangent through each node's VJP rules.  Two things happen here and nowhere else:
+The backward pass keeps the nodes that have received a cotangent in a min-heap ordered by
+their creation number, which decreases as nodes are made (``trace.py``): a parent is always
+made before its children, so the heap pops every node after all of its children, with its
+cotangent complete.  Popping a node pushes its cotangent through its VJP rules to its parents;
+a parent enters the heap when its first contribution arrives.  No recursion (a 100,000-op
+chain is fine), and no separate sort of the whole graph: a node no gradient reaches is never
+visited.  Two things happen here and nowhere else:
 
 * **unbroadcasting**: a rule may return a gradient shaped like the (broadcast) output; it is
   summed down to the input's shape with ``sum_to``;
@@ -15,6 +18,7 @@ trace the backward pass is itself differentiated.
 
 from __future__ import annotations
 
+from heapq import heappop, heappush
 from operator import itemgetter
 
 from .trace import Box, bind, new_seq, op_error
@@ -50,6 +54,53 @@ class ReverseTrace:
         self.level = level
 
     def process(self, prim, args, params):
+        if len(args) == 1:  # the per-op hot path, spelled out: one box of this trace
+            a = args[0]
+            v = a._value
+            if isinstance(v, Box):  # a lower trace's box: that trace computes the value
+                out = v._trace.process(prim, (v,), params)
+            else:
+                try:
+                    out = prim.impl(v, **params)
+                except (IndexError, ValueError, TypeError) as exc:
+                    raise op_error(prim.name, (v,), exc) from None
+            vjps = prim.vjps
+            if vjps is None or vjps[0] is None:
+                return out
+            b = _new(ReverseBox)  # no __init__ frame
+            b._value = out
+            b._trace = self
+            b._node = (new_seq(), prim, (v,), params, out, ((0, a._node),))
+            return b
+        if len(args) == 2:  # and for two arguments, when no lower-level box is involved
+            a, c = args
+            pa = isinstance(a, Box)
+            pc = isinstance(c, Box)
+            va = a._value if pa else a
+            vc = c._value if pc else c
+            if ((not pa or (a._trace is self and not isinstance(va, Box)))
+                    and (not pc or (c._trace is self and not isinstance(vc, Box)))):
+                try:
+                    out = prim.impl(va, vc, **params)
+                except (IndexError, ValueError, TypeError) as exc:
+                    raise op_error(prim.name, (va, vc), exc) from None
+                vjps = prim.vjps
+                if vjps is None:
+                    return out
+                if pa and vjps[0] is not None:
+                    if pc and vjps[1] is not None:
+                        parents = ((0, a._node), (1, c._node))
+                    else:
+                        parents = ((0, a._node),)
+                elif pc and vjps[1] is not None:
+                    parents = ((1, c._node),)
+                else:
+                    return out
+                b = _new(ReverseBox)
+                b._value = out
+                b._trace = self
+                b._node = (new_seq(), prim, (va, vc), params, out, parents)
+                return b
         vals = list(args)
         parents = []
         vjps = prim.vjps
@@ -75,7 +126,7 @@ class ReverseTrace:
                 raise op_error(prim.name, vals, exc) from None
         if not parents:
             return out
-        b = _new(ReverseBox)  # no __init__ frame: this is the per-op hot path
+        b = _new(ReverseBox)
         b._value = out
         b._trace = self
         b._node = (new_seq(), prim, vals, params, out, parents)
@@ -96,7 +147,7 @@ def toposort(root):
             if s not in seen:
                 add_seen(s)
                 push(p)
-    nodes.sort(key=_seq_of, reverse=True)
+    nodes.sort(key=_seq_of)  # seqs decrease with creation: ascending = children first
     return nodes
 
 
@@ -111,12 +162,12 @@ def backward_pass(root, seed):
     """
     grads = {root[0]: seed}
     leaves = {}
+    heap = [root]
     add, sum_to, pop = _add, _sum_to, grads.pop
-    for node in toposort(root):
+    while heap:
+        node = heappop(heap)
         seq, prim, vals, params, out, parents = node
-        g = pop(seq, None)
-        if g is None:
-            continue
+        g = pop(seq)
         if prim is None:
             leaves[seq] = (node, g)
             continue
@@ -140,4 +191,5 @@ def backward_pass(root, seed):
                 grads[ps] = add(grads[ps], gi)
             else:
                 grads[ps] = gi
+                heappush(heap, parent)
     return leaves

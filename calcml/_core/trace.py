@@ -19,11 +19,13 @@ Three kinds of trace exist:
   (``forward.py``); tangents may carry leading batch axes;
 * the single ``TENSOR_TRACE`` at level 0 is the PyTorch-style eager tape behind ``Tensor``.
 
-A node is a plain tuple ``(seq, prim, vals, params, out, parents)``; ``seq`` grows with every
-node made, so sorting by it gives a topological order, and ``parents`` is a tuple of
-``(argument index, parent node)``.  A leaf node has ``prim`` ``None`` and, in ``vals``, a
-one-element list that accumulates the leaf's gradient.  Nodes never point back at boxes, so a
-graph is freed by reference counting as soon as its last box goes.
+A node is a plain tuple ``(seq, prim, vals, params, out, parents)``; ``seq`` *decreases* with
+every node made (0, -1, -2, ...), so a later node compares smaller: ascending order is a
+reverse topological order, and a min-heap of nodes pops children before their parents.
+``parents`` is a tuple of ``(argument index, parent node)``.  A leaf node has ``prim``
+``None`` and, in ``vals``, a one-element list that accumulates the leaf's gradient.  Nodes
+never point back at boxes, so a graph is freed by reference counting as soon as its last box
+goes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ __all__ = ["Box", "bind", "bind2", "new_level", "new_seq", "leaf_node",
 
 _levels = itertools.count(1)
 new_level = _levels.__next__
-_seq = itertools.count()
+_seq = itertools.count(0, -1)
 new_seq = _seq.__next__
 
 

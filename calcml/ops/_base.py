@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core.trace import Box, bind, bind2, describe, op_error, unbox_all
+from .._core.reverse import ReverseBox
+from .._core.trace import Box, bind, bind2, describe, new_seq, op_error, unbox_all
 
 __all__ = [
     "Box", "bind", "unary", "binary", "op_error", "describe", "norm_axes", "lead", "shape_of",
@@ -40,12 +41,33 @@ _EMPTY: dict = {}  # shared empty params (never mutated)
 call = bind  # binding already turns a NumPy refusal into a clear calcml error
 
 
+_new = object.__new__
+
+
 def unary(prim, doc=None):
-    """The public function for a one-argument primitive, with a no-box fast path."""
+    """The public function for a one-argument primitive.
+
+    Two fast paths, because this is where small models spend their time: no box at all (the
+    NumPy implementation), and a reverse-mode box over a plain array (the node is recorded
+    here, without going through ``ReverseTrace.process``).
+    """
     impl, name = prim.impl, prim.name
+    recorded = prim.vjps is not None and prim.vjps[0] is not None
 
     def op(x):
         if isinstance(x, Box):
+            if type(x) is ReverseBox and recorded:
+                v = x._value
+                if not isinstance(v, Box):
+                    try:
+                        out = impl(v)
+                    except _KINDS as e:
+                        raise op_error(name, (v,), e) from None
+                    b = _new(ReverseBox)
+                    b._value = out
+                    b._trace = x._trace
+                    b._node = (new_seq(), prim, (v,), _EMPTY, out, ((0, x._node),))
+                    return b
             return x._trace.process(prim, (x,), _EMPTY)
         try:
             return impl(x)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.registry import PRIMITIVES
-from .._core.trace import Box, bind2
+from .._core.reverse import ReverseBox
+from .._core.trace import Box, bind2, new_seq, op_error
 from . import elementwise as E
 from . import linalg as L
 from . import reductions as R
@@ -21,6 +22,7 @@ from ._base import describe, raw
 _add, _sub, _mul, _div = (PRIMITIVES[n] for n in ("add", "subtract", "multiply", "divide"))
 _pow, _neg, _mm = PRIMITIVES["power"], PRIMITIVES["negative"], PRIMITIVES["matmul"]
 _EMPTY: dict = {}
+_new = object.__new__
 
 
 def _shape(self):
@@ -125,20 +127,43 @@ def _array_function(self, func, types, args, kwargs):
 
 
 def _operator(prim, reflected=False):
-    """``self <op> other`` for a box ``self``: the higher of the two traces processes it."""
+    """``self <op> other`` for a box ``self``: the higher of the two traces processes it.
 
-    if reflected:
-        def method(s, o):
+    The common case of small models, a reverse-mode box over a plain array with a constant or
+    another such box of the same trace, records its node here (the primitive's rules take
+    both arguments)."""
+    impl, name = prim.impl, prim.name
+    me = 1 if reflected else 0  # the argument position of ``self``
+
+    def method(s, o):
+        if type(s) is ReverseBox:
+            v = s._value
             t = s._trace
-            if isinstance(o, Box) and o._trace.level > t.level:
-                t = o._trace
-            return t.process(prim, (o, s), _EMPTY)
-    else:
-        def method(s, o):
+            if not isinstance(v, Box):
+                if not isinstance(o, Box):
+                    parents = ((me, s._node),)
+                    w = o
+                elif type(o) is ReverseBox and o._trace is t and not isinstance(o._value, Box):
+                    parents = ((0, s._node), (1, o._node))  # never reflected: o would lead
+                    w = o._value
+                else:
+                    parents = None
+                if parents is not None:
+                    vals = (w, v) if reflected else (v, w)
+                    try:
+                        out = impl(*vals)
+                    except (IndexError, ValueError, TypeError) as e:
+                        raise op_error(name, vals, e) from None
+                    b = _new(ReverseBox)
+                    b._value = out
+                    b._trace = t
+                    b._node = (new_seq(), prim, vals, _EMPTY, out, parents)
+                    return b
+        else:
             t = s._trace
-            if isinstance(o, Box) and o._trace.level > t.level:
-                t = o._trace
-            return t.process(prim, (s, o), _EMPTY)
+        if isinstance(o, Box) and o._trace.level > t.level:
+            t = o._trace
+        return t.process(prim, (o, s) if reflected else (s, o), _EMPTY)
 
     return method
 
