@@ -57,6 +57,7 @@ from .ops import (
     where,
 )
 from .ops._base import Box, raw
+from .ops.reductions import softmax_cross_entropy
 
 __all__ = [
     "Loss", "MSE", "MAE", "BinaryCrossEntropy", "BinaryCrossEntropyWithLogits", "CrossEntropy",
@@ -767,12 +768,13 @@ class CrossEntropy(Loss):
                     f"logits' shape)")
             v = raw(y)
             xp = backend.get_xp(v)
-            if v.size and (bool(xp.any(v < 0)) or bool(xp.any(v >= C))):
-                raise IndexError(
-                    f"calcml.losses.{name}: labels must be in 0..{C - 1} for {C} classes; got "
-                    f"values in [{int(xp.min(v))}, {int(xp.max(v))}] (y_true {_desc(y)}, "
-                    f"logits {_desc(z)})")
-            return (v[..., None] == xp.arange(C)).astype(z.dtype)
+            if v.size:
+                lo, hi = int(xp.min(v)), int(xp.max(v))
+                if lo < 0 or hi >= C:
+                    raise IndexError(
+                        f"calcml.losses.{name}: labels must be in 0..{C - 1} for {C} classes; "
+                        f"got values in [{lo}, {hi}] (y_true {_desc(y)}, logits {_desc(z)})")
+            return v  # integer labels: the fused primitive takes them as they are
         raise ValueError(
             f"calcml.losses.{name}: y_true must be integer labels of shape "
             f"{tuple(z.shape[:-1])} or probabilities of shape {tuple(z.shape)}; got y_true "
@@ -781,6 +783,8 @@ class CrossEntropy(Loss):
     def _value(self, y_true, y_pred):
         z = _float_pred(self.name, y_pred)
         t = self._target(y_true, z)
+        if tuple(t.shape) != tuple(z.shape):  # labels: one fused step, no one-hot matrix
+            return softmax_cross_entropy(z, t)
         return sum(t * log_softmax(z, axis=-1)) * (-1.0 / _rows(z))
 
     def _derivative(self, y_true, y_pred):
@@ -788,6 +792,8 @@ class CrossEntropy(Loss):
         t = raw(self._target(y_true, z))
         z = raw(z)
         xp = backend.get_xp(z)
+        if t.shape != z.shape:
+            t = t[..., None] == xp.arange(z.shape[-1])
         e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
         s = e / xp.sum(e, axis=-1, keepdims=True)
         t = t if t.dtype == z.dtype else t.astype(z.dtype)

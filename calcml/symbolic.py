@@ -135,6 +135,14 @@ def _log_softmax(x, axis):
     return x - _reduce(_lse)(x, axis, True)
 
 
+def _softmax_cross_entropy(z, labels):
+    z = np.asarray(z, dtype=object)
+    labels = np.asarray(labels)
+    rows = z.reshape(-1, z.shape[-1])
+    terms = [_lse(list(r)) - r[k] for r, k in zip(rows, labels.reshape(-1))]
+    return sp.Add(*terms) / max(len(terms), 1)
+
+
 def _where(c, x, y):
     if isinstance(c, np.ndarray) and c.dtype != object:
         return np.where(c, x, y)
@@ -182,6 +190,7 @@ SYMPY_FORMS = {
     "logsumexp": _reduce(_lse),
     "softmax": _softmax,
     "log_softmax": _log_softmax,
+    "softmax_cross_entropy": _softmax_cross_entropy,
 }
 
 #: Primitives whose own implementation is exact on object arrays of SymPy expressions.

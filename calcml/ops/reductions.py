@@ -13,11 +13,11 @@ import numpy as np
 
 from .. import backend
 from .._core.registry import Sample, defprim, register
-from ._base import Box, call, const_as, ndim_of, norm_axes, shape_of
+from ._base import Box, call, const_as, ndim_of, norm_axes, raw, shape_of
 from .elementwise import exp, sqrt
 
 __all__ = ["sum", "mean", "var", "std", "max", "min", "prod", "logsumexp", "softmax",
-           "log_softmax", "sum_to"]
+           "log_softmax", "sum_to", "softmax_cross_entropy"]
 
 
 def _kshape(x, axis):
@@ -300,5 +300,57 @@ def _sm_samples(rng):
 
 register("softmax", softmax, _sm_samples)
 register("log_softmax", log_softmax, _sm_samples)
+
+
+# --- softmax cross-entropy with integer labels (fused) ---------------------------------------
+# The classifier's loss on every training step: one primitive instead of a one-hot matrix, a
+# product, a sum and a scaling, each with a node and a backward step.
+
+def _one_hot(labels, like):
+    """The constant one-hot matrix of ``labels`` over the last axis of ``like``, in its dtype."""
+    z = raw(like)
+    xp = backend.get_xp(z)
+    return (raw(labels)[..., None] == xp.arange(z.shape[-1])).astype(z.dtype)
+
+
+def _sce_impl(z, labels):
+    m = np.max(z, axis=-1, keepdims=True)
+    zz = z - np.where(np.isfinite(m), m, 0.0)
+    lse = np.log(np.sum(np.exp(zz), axis=-1))
+    picked = np.take_along_axis(zz, labels[..., None], axis=-1)[..., 0]
+    return np.sum(lse - picked) * (1.0 / (labels.size or 1))
+
+
+def _sce_grad(z, labels):
+    """d/dz of the mean cross-entropy: (softmax(z) - onehot) / M, in calcml ops."""
+    return (softmax(z, axis=-1) - _one_hot(labels, z)) * (1.0 / (raw(labels).size or 1))
+
+
+_sce = defprim(
+    "softmax_cross_entropy", _sce_impl,
+    vjps=(lambda g, out, z, labels: g * _sce_grad(z, labels), None),
+    jvps=(lambda t, out, z, labels: sum(_sce_grad(z, labels) * t,
+                                        axis=tuple(range(-ndim_of(z), 0))), None),
+)
+
+
+def softmax_cross_entropy(z, labels):
+    """Mean over rows of -log softmax(z)[label]: logits ``z`` (..., C), integer ``labels`` (...).
+
+    Notes
+    -----
+    L = (1/M) Σ_i (logsumexp(z_i) - z_i,y_i), computed with the row maximum subtracted;
+    ∂L/∂z = (softmax(z) - onehot(y)) / M.  The labels are not checked here: the caller
+    (``calcml.losses.cross_entropy``) validates them.
+    """
+    z_ = z if isinstance(z, Box) else backend.asarray(z)
+    return call(_sce, (z_, labels), {})
+
+
+register("softmax_cross_entropy", softmax_cross_entropy, lambda rng: [
+    Sample((rng.normal(size=(5, 4)), rng.integers(0, 4, size=5))),
+    Sample((rng.normal(size=(2, 3, 4)), rng.integers(0, 4, size=(2, 3)))),
+    Sample((np.array([[1e4, 0.0, -1e4], [0.0, 1.0, 2.0]]), np.array([1, 2]))),
+], public=False)
 
 from .shape import broadcast_to, reshape  # noqa: E402  (mutual use with the shape ops)
