@@ -65,9 +65,9 @@ from .testing import GradientCheckError, check_grad
 
 __version__ = "0.1.0"
 
-# Subpackages that pull in heavy libraries (scikit-learn, SymPy, SciPy's statistics)
+# Subpackages that pull in heavy libraries (scikit-learn, SymPy, SciPy's statistics, gymnasium)
 # load on first use: ``cm.estimators`` or ``import calcml.estimators`` both work.
-_LAZY = ("analysis", "estimators", "symbolic")
+_LAZY = ("analysis", "estimators", "symbolic", "rl", "generative")
 
 
 def __getattr__(name):
@@ -94,5 +94,5 @@ __all__ = [
     "check_grad", "GradientCheckError", "symbolic", "make_graph", "losses",
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
     "tree_flatten", "tree_unflatten", "tree_map", "backend", "optim", "OPERATIONS", "__version__",
-    "optimize", "analysis", "nn", "train", "estimators",
+    "optimize", "analysis", "nn", "train", "estimators", "rl", "generative",
 ]

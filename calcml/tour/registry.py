@@ -67,15 +67,17 @@ class Section:
     chapter: str
     description: str
     func: Callable
+    rank: int = 0
 
     @property
     def order(self):
-        """Sort key: the chapter number as a tuple of integers, then the name."""
+        """Sort key: the chapter number as a tuple of integers, then ``rank`` (the reading
+        order of sections on one chapter section), then the name."""
         nums = tuple(int(p) for p in re.findall(r"\d+", self.chapter))
-        return nums, self.name
+        return nums, self.rank, self.name
 
 
-def section(name, *, title, chapter, description):
+def section(name, *, title, chapter, description, rank=0):
     """Register the decorated function ``func(ctx)`` as the tour section ``name``.
 
     Parameters
@@ -84,6 +86,8 @@ def section(name, *, title, chapter, description):
         Lower case letters, digits and dashes.
     title, chapter, description : str
         See :class:`Section`.
+    rank : int, optional
+        Orders the sections of one chapter section (lower first; then by name).
 
     Returns
     -------
@@ -99,7 +103,8 @@ def section(name, *, title, chapter, description):
         if old is not None and old.func.__module__ != func.__module__:
             raise ValueError(f"calcml.tour: section {name!r} is registered twice "
                              f"({old.func.__module__} and {func.__module__})")
-        SECTIONS[name] = Section(name, title, chapter, " ".join(description.split()), func)
+        SECTIONS[name] = Section(name, title, chapter, " ".join(description.split()), func,
+                                 rank)
         return func
 
     return register

@@ -1,0 +1,462 @@
+"""Tests of calcml.rl: the Bellman equation, Q-learning, REINFORCE, actor-critic and the
+policy gradient theorem (chapter 9.7)."""
+
+import doctest
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import calcml as cm
+from calcml import rl
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    # tiny matrices: one BLAS thread is as fast and immune to oversubscription
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def lake():
+    return gym.make("FrozenLake-v1", is_slippery=True)
+
+
+@pytest.fixture(scope="module")
+def lake_mdp(lake):
+    return rl.TabularMDP.from_gym(lake)
+
+
+# --- the MDP model and the Bellman equation -------------------------------------------------
+
+def test_model_from_frozenlake(lake_mdp):
+    m = lake_mdp
+    assert (m.n_states, m.n_actions) == (16, 4)
+    # holes (5, 7, 11, 12) and the goal (15) end every episode: no continuing mass, no reward
+    for s in (5, 7, 11, 12, 15):
+        assert np.all(m.P[s] == 0) and np.all(m.R[s] == 0)
+    # from 14, "right" slips to 15 (the goal: reward 1, terminal) with probability 1/3
+    assert m.R[14, 2] == pytest.approx(1 / 3)
+    assert m.terminal_prob[14, 2] == pytest.approx(1 / 3)
+    assert np.allclose(m.P.sum(axis=2) + m.terminal_prob, 1.0)
+    assert m.initial[0] == 1.0
+
+
+@pytest.mark.parametrize("gamma", [0.9, 0.99])
+def test_bellman_exact_equals_iterative(lake_mdp, gamma):
+    uniform = np.full((16, 4), 0.25)
+    mixed = np.random.default_rng(0).dirichlet(np.ones(4), size=16)
+    for policy in (uniform, mixed, np.arange(16) % 4):
+        ex = rl.policy_evaluation_exact(lake_mdp, policy, gamma)
+        it = rl.policy_evaluation_iterative(lake_mdp, policy, gamma, tol=1e-14)
+        assert it.converged and it.iterations > 10
+        assert np.max(np.abs(ex.V - it.V)) <= 1e-10
+        # V^π is the fixed point of the backup, and Q^π averages to it
+        assert np.allclose(rl.bellman_backup(lake_mdp, policy, ex.V, gamma), ex.V, atol=1e-12)
+        pi = rl.policy_matrix(policy, 16, 4)
+        assert np.allclose((pi * ex.Q).sum(axis=1), ex.V, atol=1e-12)
+    # residuals shrink at least like γ^k (contraction)
+    res = it.residuals
+    assert np.all(res[1:] <= gamma * res[:-1] + 1e-15)
+
+
+def test_value_iteration_is_optimal(lake_mdp):
+    vi = rl.value_iteration(lake_mdp, 0.99)
+    assert vi.converged
+    # V* satisfies the optimality equation and equals V of its greedy policy
+    assert np.allclose(rl.q_from_v(lake_mdp, vi.V, 0.99).max(axis=1), vi.V, atol=1e-12)
+    assert np.allclose(rl.policy_evaluation_exact(lake_mdp, vi.policy, 0.99).V, vi.V,
+                       atol=1e-10)
+    # no deterministic policy does better anywhere (random sample of them)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        V = rl.policy_evaluation_exact(lake_mdp, rng.integers(0, 4, 16), 0.99).V
+        assert np.all(V <= vi.V + 1e-10)
+    # under the 100-step limit the optimal policy succeeds 74.0 % of the time; no policy,
+    # even a time-dependent one, does better than 74.4 %
+    succ = lake_mdp.initial @ rl.finite_horizon_value(lake_mdp, vi.policy, 100)
+    best = lake_mdp.initial @ rl.finite_horizon_optimum(lake_mdp, 100)
+    assert 0.735 < succ <= best < 0.75
+
+
+def test_gamma_one_improper_policy_is_refused():
+    # a state that loops onto itself forever: with γ = 1, V = 1 + V has no solution
+    loop = rl.TabularMDP(np.array([[[1.0], [0.0]]]), R=np.array([[1.0, 0.0]]))
+    with pytest.raises(ValueError, match="singular"):
+        rl.policy_evaluation_exact(loop, np.array([0]), 1.0)
+    assert rl.policy_evaluation_exact(loop, np.array([1]), 1.0).V[0] == 0.0  # ends at once
+    assert not rl.policy_evaluation_iterative(loop, np.array([0]), 1.0, max_iter=50).converged
+
+
+def test_tabular_mdp_validation():
+    with pytest.raises(ValueError, match=r"shape \(S, A, S\)"):
+        rl.TabularMDP(np.zeros((2, 2)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="R must have shape"):
+        rl.TabularMDP(np.zeros((2, 1, 2)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="at most 1"):
+        rl.TabularMDP(np.ones((2, 1, 2)), np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="policy must have shape"):
+        rl.policy_evaluation_exact(rl.TabularMDP(np.zeros((2, 1, 2)), np.zeros((2, 1))),
+                                   np.ones((3, 1)), 0.9)
+    with pytest.raises(ValueError, match="from_gym.*transition table"):
+        rl.TabularMDP.from_gym(gym.make("CartPole-v1"))
+
+
+# --- Q-learning --------------------------------------------------------------------------------
+
+def test_q_learning_update_by_hand():
+    Q = np.array([[0.5, 2.0], [1.0, 3.0]])
+    td = rl.q_learning_update(Q, 0, 0, r=-1.0, s_next=1, terminated=False, alpha=0.1, gamma=0.9)
+    # δ = −1 + 0.9·max(1, 3) − 0.5 = 1.2 ;  Q ← 0.5 + 0.1·1.2
+    assert td == pytest.approx(1.2)
+    assert Q[0, 0] == pytest.approx(0.62)
+    assert Q[0, 1] == 2.0 and np.all(Q[1] == [1.0, 3.0])
+    # at a terminal successor the bootstrap is dropped: δ = r − Q(s, a)
+    td = rl.q_learning_update(Q, 0, 1, r=1.0, s_next=1, terminated=True, alpha=0.5, gamma=0.9)
+    assert td == pytest.approx(-1.0) and Q[0, 1] == pytest.approx(1.5)
+
+
+def test_q_learning_loop_applies_the_update():
+    """Replay a short run step by step with a recording environment and the hand update."""
+
+    class Recorder(gym.Wrapper):
+        def reset(self, **kw):
+            obs, info = self.env.reset(**kw)
+            self.log.append(("reset", int(obs)))
+            return obs, info
+
+        def step(self, a):
+            out = self.env.step(a)
+            self.log.append((int(a), int(out[0]), float(out[1]), bool(out[2])))
+            return out
+
+    env = Recorder(gym.make("FrozenLake-v1", is_slippery=True))
+    env.log = []
+    res = rl.q_learning(env, 40, alpha=0.3, gamma=0.95, epsilon=0.5, seed=3)
+    Q = np.zeros((16, 4))
+    s = None
+    for entry in env.log:
+        if entry[0] == "reset":
+            s = entry[1]
+            continue
+        a, s2, r, term = entry
+        rl.q_learning_update(Q, s, a, r, s2, term, 0.3, 0.95)
+        s = s2
+    assert np.array_equal(Q, res.Q)
+    assert res.steps == sum(1 for e in env.log if e[0] != "reset")
+
+
+def test_q_learning_frozenlake_reaches_70_percent(lake, lake_mdp):
+    episodes = 2000
+    res = rl.q_learning(lake, episodes, gamma=0.99, seed=0,
+                        alpha=cm.optim.linear_schedule(0.2, 0.02, episodes),
+                        epsilon=cm.optim.linear_schedule(1.0, 0.05, episodes // 2))
+    ev = rl.evaluate_policy(lake, res.policy, episodes=1000, seed=1000)
+    assert ev.mean_return >= 0.70
+    # the exact success probability (100-step limit) of the learned policy, against the
+    # optimal policy's and the best achievable
+    exact = lake_mdp.initial @ rl.finite_horizon_value(lake_mdp, res.policy, 100)
+    opt = rl.value_iteration(lake_mdp, 0.99)
+    best = lake_mdp.initial @ rl.finite_horizon_value(lake_mdp, opt.policy, 100)
+    assert 0.70 <= exact <= best + 1e-12
+    assert abs(ev.mean_return - exact) < 4 * ev.std_error
+    assert res.episode_returns.shape == (episodes,) and res.wall_time_s > 0
+    assert res.epsilons[0] == 1.0 and res.epsilons[-1] == pytest.approx(0.05)
+
+
+def test_q_learning_cliffwalking_finds_the_optimal_path():
+    env = gym.make("CliffWalking-v1")
+    res = rl.q_learning(env, 200, alpha=0.5, gamma=1.0, epsilon=0.1, seed=0)
+    path = rl.rollout(env, res.policy, seed=0)
+    assert path.total_reward == -13.0 and len(path) == 13 and path.terminated
+    # the path hugs the cliff: row 2 (just above the cliff) from column 0 to 11
+    cells = [np.unravel_index(int(s), (4, 12)) for s in path.observations]
+    assert cells[0] == (3, 0) and cells[-1] == (3, 11)
+    assert all(r == 2 for r, _ in cells[1:-1])
+    vi = rl.value_iteration(rl.TabularMDP.from_gym(env), 1.0)
+    assert vi.V[36] == pytest.approx(-13.0)
+
+
+def test_q_learning_is_reproducible(lake):
+    a = rl.q_learning(lake, 100, epsilon=0.3, seed=7)
+    b = rl.q_learning(lake, 100, epsilon=0.3, seed=7)
+    c = rl.q_learning(lake, 100, epsilon=0.3, seed=8)
+    assert np.array_equal(a.Q, b.Q) and np.array_equal(a.episode_lengths, b.episode_lengths)
+    assert not np.array_equal(a.episode_lengths, c.episode_lengths)
+
+
+def test_q_learning_callback_stops():
+    seen = []
+    res = rl.q_learning("FrozenLake-v1", 50, seed=0,
+                        callback=lambda ep, Q: seen.append(Q.shape) or ep == 9)
+    assert len(res.episode_returns) == 10 and seen == [(16, 4)] * 10
+
+
+# --- returns, losses, networks -----------------------------------------------------------------
+
+def test_discounted_returns_and_advantages():
+    r = np.array([1.0, 0.0, 2.0, -1.0])
+    g = 0.9
+    naive = np.array([sum(g ** (k - t) * r[k] for k in range(t, 4)) for t in range(4)])
+    assert np.allclose(rl.discounted_returns(r, g), naive, rtol=0, atol=1e-15)
+    assert rl.discounted_returns([], 0.5).shape == (0,)
+    # GAE with λ = 1 telescopes to G_t − V(s_t); λ = 0 is the TD error
+    v = np.array([0.5, -0.2, 1.0, 0.3, 7.0])  # v[4]: value of the final state (terminal)
+    y = rl.td_targets(r, v[1:], True, g)
+    assert y[-1] == r[-1] and y[0] == pytest.approx(r[0] + g * v[1])
+    delta = y - v[:-1]
+    assert np.allclose(rl.gae_advantages(delta, g, 1.0), naive - v[:-1], atol=1e-14)
+    assert np.allclose(rl.gae_advantages(delta, g, 0.0), delta)
+    assert np.allclose(rl.moving_average([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5])
+
+
+def _hand_reinforce_grads(net, X, actions, w):
+    """∂/∂θ of −(1/T) Σ w_t log softmax(z_t)[a_t] for a 1-hidden-layer tanh MLP, by hand."""
+    W1, b1, W2, b2 = (p.data for p in net.parameters())
+    H = np.tanh(X @ W1.T + b1)
+    Z = H @ W2.T + b2
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    T = len(actions)
+    dZ = P.copy()
+    dZ[np.arange(T), actions] -= 1.0
+    dZ *= (w / T)[:, None]                    # ∂L/∂z_t = −(w_t/T)(e_{a_t} − π_t)
+    dW2, db2 = dZ.T @ H, dZ.sum(axis=0)
+    dA = (dZ @ W2) * (1.0 - H ** 2)
+    return [dA.T @ X, dA.sum(axis=0), dW2, db2]
+
+
+def test_reinforce_loss_gradient_by_hand():
+    rng = np.random.default_rng(0)
+    net = rl.mlp(4, 3, hidden=(8,), rng=1)
+    X = rng.standard_normal((7, 4))
+    actions = rng.integers(0, 3, 7)
+    w = rng.standard_normal(7)
+    loss = rl.reinforce_loss(net, X, actions, w)
+    loss.backward()
+    for p, g in zip(net.parameters(), _hand_reinforce_grads(net, X, actions, w)):
+        np.testing.assert_allclose(p.grad, g, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match=r"reinforce_loss.*\(5,\)"):
+        rl.reinforce_loss(net, X, actions, np.ones(5))
+
+
+def test_numpy_forward_matches_module():
+    net = rl.mlp(4, 2, hidden=(16, 8), activation="relu", rng=0)
+    fwd = rl.NumpyForward(net)
+    x = np.random.default_rng(1).standard_normal(4)
+    assert fwd.compiled
+    np.testing.assert_allclose(fwd(x), net(x[None]).data[0], rtol=1e-13)
+    net[0].weight.data[...] += 1.0            # stale until refreshed
+    assert not np.allclose(fwd(x), net(x[None]).data[0])
+    fwd.refresh()
+    np.testing.assert_allclose(fwd(x), net(x[None]).data[0], rtol=1e-13)
+    other = cm.nn.Sequential(cm.nn.Linear(4, 2, rng=0), cm.nn.LayerNorm(2))  # falls back
+    f2 = rl.NumpyForward(other)
+    assert not f2.compiled
+    np.testing.assert_allclose(f2(x), other(x[None]).data[0])
+    sig = rl.mlp(3, 2, hidden=(5,), activation="sigmoid", rng=0)
+    np.testing.assert_allclose(rl.NumpyForward(sig)(np.ones(3)), sig(np.ones((1, 3))).data[0])
+
+
+# --- REINFORCE and actor-critic on CartPole ---------------------------------------------------
+
+def test_reinforce_cartpole_improves():
+    net = rl.mlp(4, 2, hidden=(64,), rng=0)
+    res = rl.reinforce("CartPole-v1", net, cm.optim.adam(1e-2), episodes=150, seed=0)
+    r = res.episode_returns
+    assert r[:25].mean() < 60 and r[-25:].mean() > 200   # a random policy scores ~22
+    assert res.losses.shape == (150,) and res.value_losses is None
+    assert res.steps == res.episode_lengths.sum() and res.wall_time_s > 0
+
+
+def test_reinforce_cartpole_solves():
+    """The full target: mean return ≥ 475 over 100 consecutive episodes (~5 s)."""
+    net = rl.mlp(4, 2, hidden=(64,), rng=5)
+    res = rl.reinforce("CartPole-v1", net, cm.optim.adam(1e-2), episodes=600, seed=5,
+                       target_return=475.0, window=100)
+    assert res.solved_episode is not None and res.solved_episode == res.episodes
+    assert res.last_mean(100) >= 475.0
+
+
+def test_reinforce_value_baseline_and_discount_weights():
+    net, vnet = rl.mlp(4, 2, hidden=(32,), rng=0), rl.mlp(4, 1, hidden=(32,), rng=1)
+    res = rl.reinforce("CartPole-v1", net, cm.optim.adam(1e-2), episodes=60, seed=0,
+                       baseline=vnet, baseline_optimizer=cm.optim.adam(1e-2),
+                       discount_weights=True)
+    assert np.all(np.isfinite(res.value_losses)) and res.value_losses[-1] < res.value_losses[0]
+
+
+def test_actor_critic_cartpole_improves():
+    actor, critic = rl.mlp(4, 2, rng=2), rl.mlp(4, 1, rng=102)
+    res = rl.actor_critic("CartPole-v1", actor, critic, cm.optim.adam(1e-2),
+                          cm.optim.adam(3e-2), episodes=150, seed=2)
+    r = res.episode_returns
+    assert r[:25].mean() < 60 and r[-25:].mean() > 150
+    assert res.value_losses.shape == (150,) and np.all(np.isfinite(res.value_losses))
+
+
+def test_actor_critic_cartpole_solves():
+    """The full target with the chapter's TD-trained critic (~3 s)."""
+    actor, critic = rl.mlp(4, 2, rng=8), rl.mlp(4, 1, rng=108)
+    res = rl.actor_critic("CartPole-v1", actor, critic, cm.optim.adam(1e-2),
+                          cm.optim.adam(3e-2), episodes=600, seed=8, target_return=475.0)
+    assert res.solved_episode is not None and res.last_mean() >= 475.0
+
+
+def test_policy_gradient_runs_are_reproducible():
+    def run(seed):
+        net = rl.mlp(4, 2, hidden=(16,), rng=0)
+        return rl.reinforce("CartPole-v1", net, cm.optim.adam(1e-2), episodes=15,
+                            seed=seed).episode_returns
+
+    assert np.array_equal(run(3), run(3)) and not np.array_equal(run(3), run(4))
+
+    def run_ac():
+        return rl.actor_critic("CartPole-v1", rl.mlp(4, 2, rng=0), rl.mlp(4, 1, rng=1),
+                               cm.optim.adam(1e-2), cm.optim.adam(1e-2), episodes=10,
+                               seed=0).episode_returns
+
+    assert np.array_equal(run_ac(), run_ac())
+
+
+def test_float32_policy():
+    net = rl.mlp(4, 2, hidden=(16,), rng=0, dtype=np.float32)
+    res = rl.reinforce("CartPole-v1", net, cm.optim.adam(1e-2), episodes=5, seed=0)
+    assert all(p.dtype == np.float32 for p in net.parameters())
+    assert np.all(np.isfinite(res.losses))
+    critic = rl.mlp(4, 1, hidden=(16,), rng=1, dtype=np.float32)
+    rl.actor_critic("CartPole-v1", net, critic, cm.optim.adam(1e-2), cm.optim.adam(1e-2),
+                    episodes=3, seed=0)
+    assert all(p.dtype == np.float32 for p in critic.parameters())
+
+
+def test_target_return_stops_training():
+    net = rl.mlp(4, 2, hidden=(16,), rng=0)
+    res = rl.reinforce("CartPole-v1", net, cm.optim.adam(1e-2), episodes=500, seed=0,
+                       target_return=15.0, window=5)
+    assert res.solved_episode == res.episodes < 500
+    assert res.episode_returns[-5:].mean() >= 15.0
+
+
+# --- the policy gradient theorem ---------------------------------------------------------------
+
+def test_solve_in_calcml_ops():
+    rng = np.random.default_rng(0)
+    A = np.eye(4) * 3 + rng.uniform(-0.5, 0.5, (4, 4))
+    b = rng.standard_normal(4)
+    np.testing.assert_allclose(rl.solve(A, b), np.linalg.solve(A, b), rtol=1e-13)
+    # d/db Σx = A^{-T} 1 and d/dA Σx = −A^{-T} 1 xᵀ
+    gA, gb = cm.grad(lambda A, b: cm.sum(rl.solve(A, b)), argnums=(0, 1))(A, b)
+    u = np.linalg.solve(A.T, np.ones(4))
+    x = np.linalg.solve(A, b)
+    np.testing.assert_allclose(gb, u, rtol=1e-12)
+    np.testing.assert_allclose(gA, -np.outer(u, x), rtol=1e-12)
+
+
+def test_exact_objective_and_its_gradient():
+    mdp = rl.random_episodic_mdp(3, 2, seed=0)
+    theta = np.random.default_rng(1).standard_normal((3, 2))
+    J, g = rl.exact_policy_gradient(theta, mdp, 0.9)
+    V = rl.policy_evaluation_exact(mdp, rl.softmax_policy(theta), 0.9).V
+    assert J == pytest.approx(mdp.initial @ V, abs=1e-13)
+    cm.check_grad(lambda th: rl.exact_objective(th, mdp, 0.9), theta)
+    assert np.allclose(g.sum(axis=1), 0.0, atol=1e-14)   # softmax: shifting θ[s] changes nothing
+
+
+def test_policy_gradient_theorem():
+    mdp = rl.random_episodic_mdp(3, 2, seed=0)
+    theta = np.random.default_rng(1).standard_normal((3, 2))
+    chk = rl.policy_gradient_check(mdp, theta, 0.9, n=100_000, seed=0)
+    assert abs(chk.J_mc - chk.J) < 4 * chk.J_std_error
+    for name in ("trajectory", "reward_to_go"):
+        e = chk.estimators[name]
+        assert e.max_abs_z < 4.0, (name, e.z)
+        assert e.dof == 3 and e.p_value > 1e-3, (name, e.chi2)
+    # the reward-to-go form has the same mean and less variance
+    assert np.all(chk.estimators["reward_to_go"].std_error
+                  < chk.estimators["trajectory"].std_error)
+    # dropping γ^t (what most code does) estimates something else
+    bad = chk.estimators["undiscounted_weights"]
+    assert bad.max_abs_z > 10 and bad.p_value < 1e-10
+
+
+def test_theorem_input_errors():
+    mdp = rl.random_episodic_mdp(seed=0)
+    with pytest.raises(ValueError, match=r"theta must have shape \(S, A\) = \(3, 2\)"):
+        rl.exact_policy_gradient(np.zeros((2, 2)), mdp, 0.9)
+    with pytest.raises(ValueError, match="unknown estimators"):
+        rl.sample_gradients(mdp, np.zeros((3, 2)), 0.9, 10, estimators=("nope",))
+    forever = rl.TabularMDP(np.ones((1, 1, 1)), np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="every step may end"):
+        rl.sample_gradients(forever, np.zeros((1, 1)), 0.9, 10)
+
+
+# --- bad inputs --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gamma", [1.5, -0.1, "0.9", True, float("nan")])
+def test_bad_gamma(gamma, lake_mdp):
+    with pytest.raises(ValueError, match=r"calcml.rl.q_learning: gamma .* \[0, 1\]"):
+        rl.q_learning("FrozenLake-v1", 1, gamma=gamma)
+    with pytest.raises(ValueError, match="policy_evaluation_exact: gamma"):
+        rl.policy_evaluation_exact(lake_mdp, np.zeros(16, dtype=int), gamma)
+
+
+def test_bad_rates_and_counts():
+    with pytest.raises(ValueError, match="q_learning: alpha must be a number > 0.*0.0"):
+        rl.q_learning("FrozenLake-v1", 1, alpha=0.0)
+    with pytest.raises(ValueError, match="alpha must be a number > 0.*-0.5"):
+        rl.q_learning("FrozenLake-v1", 1, alpha=-0.5)
+    with pytest.raises(ValueError, match="epsilon must lie in"):
+        rl.q_learning("FrozenLake-v1", 1, epsilon=1.5)
+    with pytest.raises(ValueError, match="episodes must be a positive integer, got 0"):
+        rl.q_learning("FrozenLake-v1", 0)
+    with pytest.raises(ValueError, match=r"q_init .* shape \(16, 4\), got shape \(4, 4\)"):
+        rl.q_learning("FrozenLake-v1", 1, q_init=np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="lam must be a number in"):
+        rl.actor_critic("CartPole-v1", rl.mlp(4, 2, rng=0), rl.mlp(4, 1, rng=0),
+                        cm.optim.adam(1e-2), cm.optim.adam(1e-2), lam=2.0)
+
+
+def test_wrong_kind_of_environment():
+    with pytest.raises(ValueError, match="q_learning: tabular methods need a Discrete "
+                                         "observation space.*Box"):
+        rl.q_learning("CartPole-v1", 1)
+    with pytest.raises(ValueError, match="reinforce: needs a 1-D Box observation space.*"
+                                         "Discrete"):
+        rl.reinforce("FrozenLake-v1", rl.mlp(1, 4, rng=0), cm.optim.adam(1e-2))
+    with pytest.raises(ValueError, match="needs a Discrete action space"):
+        rl.reinforce("Pendulum-v1", rl.mlp(3, 1, rng=0), cm.optim.adam(1e-2))
+    with pytest.raises(TypeError, match="env must be a gymnasium.Env"):
+        rl.q_learning(42, 1)
+
+
+def test_wrong_networks_and_optimizers():
+    with pytest.raises(ValueError, match=r"policy maps observations \(n, 4\) to shape \(3,\), "
+                                         r"expected \(2,\)"):
+        rl.reinforce("CartPole-v1", rl.mlp(4, 3, rng=0), cm.optim.adam(1e-2))
+    with pytest.raises(ValueError, match=r"critic maps .* expected \(1,\)"):
+        rl.actor_critic("CartPole-v1", rl.mlp(4, 2, rng=0), rl.mlp(4, 2, rng=0),
+                        cm.optim.adam(1e-2), cm.optim.adam(1e-2))
+    with pytest.raises(TypeError, match="optimizer must be a cm.optim transform"):
+        rl.reinforce("CartPole-v1", rl.mlp(4, 2, rng=0), 0.01)
+    with pytest.raises(ValueError, match="baseline must be 'mean', None or a cm.nn.Module"):
+        rl.reinforce("CartPole-v1", rl.mlp(4, 2, rng=0), cm.optim.adam(1e-2), baseline="avg")
+    with pytest.raises(ValueError, match="needs baseline_optimizer"):
+        rl.reinforce("CartPole-v1", rl.mlp(4, 2, rng=0), cm.optim.adam(1e-2),
+                     baseline=rl.mlp(4, 1, rng=0))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        rl.mlp(4, 2, activation="swish")
+
+
+# --- the examples in the docstrings -------------------------------------------------------------
+
+@pytest.mark.parametrize("module", ["mdp", "tabular", "networks", "policy_gradient",
+                                    "actor_critic", "theorem"])
+def test_docstring_examples(module):
+    import importlib
+
+    mod = importlib.import_module(f"calcml.rl.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
