@@ -411,3 +411,34 @@ def test_bad_inputs_raise_clear_errors():
         gm.elbo(m, np.zeros((3, 64)), np.zeros((3, 5)))
     with pytest.raises(ValueError, match=r"elbo: x must have 64 column.*\(3, 10\)"):
         gm.elbo(m, np.zeros((3, 10)), np.zeros((3, 2)))
+
+
+def test_degenerate_and_malformed_inputs_raise_clear_errors():
+    # all pooled points equal: the median heuristic would divide by a zero bandwidth
+    with pytest.raises(ValueError, match=r"mmd2: the median heuristic gives bandwidth 0"):
+        gm.mmd2(np.zeros((5, 2)), np.zeros((5, 2)))
+    assert np.isfinite(gm.mmd2(np.zeros((5, 2)), np.zeros((5, 2)), 1.0))
+    with pytest.raises(ValueError, match=r"kl_monte_carlo: mu must have at least one axis"):
+        gm.kl_monte_carlo(1.0, 0.0, 10, rng=0)
+    est, se = gm.kl_monte_carlo(np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32), 10,
+                                rng=0)
+    assert est.dtype == np.float32 and se.dtype == np.float32
+    with pytest.raises(ValueError, match=r"train_gan: sample_data\(n, rng\) must return .*"
+                                         r"\(2, d\), got shape \(2,\)"):
+        gm.train_gan(lambda n, g: g.normal(size=n), steps=1, batch_size=4, hidden=4)
+    with pytest.raises(ValueError, match=r"train_wgan: sample_data.*NaN|train_wgan: sample_data"):
+        gm.train_wgan(lambda n, g: np.full((n, 2), np.nan), steps=1, batch_size=4, hidden=4)
+    with pytest.raises(ValueError, match=r"score_function_gradient: f must act element-wise"):
+        gm.score_function_gradient(lambda z: 1.0, 0.0, 1.0, 10, rng=0)
+    with pytest.raises(ValueError, match=r"dtype must be float32 or float64, got 'nope'"):
+        gm.RingOfGaussians().sample(3, 0, dtype="nope")
+
+
+@pytest.mark.parametrize("module", ["data", "metrics", "gan", "vae"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"calcml.generative.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -450,6 +450,93 @@ def test_wrong_networks_and_optimizers():
         rl.mlp(4, 2, activation="swish")
 
 
+def test_rollout_and_play_episode_are_seeded_by_default():
+    # a fresh environment reset without a seed would draw from the OS: not reproducible
+    lens = {len(rl.rollout("FrozenLake-v1", [1] * 16)) for _ in range(5)}
+    assert len(lens) == 1
+    fwd = rl.NumpyForward(rl.mlp(4, 2, rng=0))
+    a = rl.play_episode(gym.make("CartPole-v1"), fwd, np.random.default_rng(0).random)
+    b = rl.play_episode(gym.make("CartPole-v1"), fwd, np.random.default_rng(0).random)
+    assert np.array_equal(a.states, b.states)
+    with pytest.raises(ValueError, match=r"rollout: a policy table needs one action in \[0, 4\) "
+                                         r"for each of the 16 states, got shape \(3,\)"):
+        rl.rollout("FrozenLake-v1", [0] * 3)
+    with pytest.raises(ValueError, match=r"rollout: .* actions in \[7, 7\]"):
+        rl.rollout("FrozenLake-v1", [7] * 16)
+
+
+def test_q_learning_update_and_epsilon_greedy_refuse_bad_input():
+    Q_int = np.zeros((2, 2), dtype=int)   # would silently truncate every update in place
+    with pytest.raises(ValueError, match=r"q_learning_update: Q must be a 2-D floating.*int64"):
+        rl.q_learning_update(Q_int, 0, 0, 1.0, 1, False, 0.5, 0.9)
+    Q = np.zeros((2, 2))
+    with pytest.raises(ValueError, match=r"q_learning_update: s must be an integer in \[0, 2\)"):
+        rl.q_learning_update(Q, 5, 0, 1.0, 1, False, 0.5, 0.9)
+    with pytest.raises(ValueError, match="q_learning_update: gamma"):
+        rl.q_learning_update(Q, 0, 0, 1.0, 1, False, 0.5, 5.0)
+    with pytest.raises(ValueError, match="q_learning_update: alpha must be a positive"):
+        rl.q_learning_update(Q, 0, 0, 1.0, 1, False, 0.0, 0.9)
+    with pytest.raises(ValueError, match="q_learning_update: r must be a finite"):
+        rl.q_learning_update(Q, 0, 0, float("nan"), 1, False, 0.5, 0.9)
+    assert np.all(Q == 0)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="epsilon_greedy: q_row must be a non-empty finite"):
+        rl.epsilon_greedy(np.array([np.nan, 1.0]), 0.0, rng)
+    with pytest.raises(ValueError, match="epsilon_greedy: epsilon must be a number in"):
+        rl.epsilon_greedy(np.array([0.0, 1.0]), 5.0, rng)
+    with pytest.raises(TypeError, match="epsilon_greedy: rng must be a numpy.random.Generator"):
+        rl.epsilon_greedy(np.array([0.0, 1.0]), 0.5, 0)
+
+
+def test_non_finite_models_and_wrong_value_shapes_are_refused():
+    with pytest.raises(ValueError, match="TabularMDP: P and R must be finite"):
+        rl.TabularMDP(np.full((1, 1, 1), np.nan), np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="TabularMDP: P and R must be finite"):
+        rl.TabularMDP(np.zeros((1, 1, 1)), np.full((1, 1), np.inf))
+    with pytest.raises(ValueError, match="q_learning: q_init must be finite"):
+        rl.q_learning("FrozenLake-v1", 1, q_init=float("nan"))
+    mdp = rl.random_episodic_mdp(seed=0)
+    with pytest.raises(ValueError, match=r"bellman_backup: V must be a finite array of shape "
+                                         r"\(3,\), got shape \(5,\)"):
+        rl.bellman_backup(mdp, np.zeros(3, dtype=int), np.zeros(5), 0.9)
+    with pytest.raises(ValueError, match=r"policy_evaluation_iterative: V0 .* \(3,\)"):
+        rl.policy_evaluation_iterative(mdp, np.zeros(3, dtype=int), 0.9, V0=np.zeros(5))
+
+
+def test_reinforce_loss_refuses_bad_actions_and_weights():
+    net = rl.mlp(4, 2, rng=0)
+    X = np.ones((2, 4))
+    with pytest.raises(ValueError, match=r"reinforce_loss: need states .* \(\)"):
+        rl.reinforce_loss(net, X[:1], np.array(0), np.ones(1))
+    with pytest.raises(ValueError, match="reinforce_loss: actions must be integers.*float64"):
+        rl.reinforce_loss(net, X, np.array([0.0, 1.0]), np.ones(2))
+    with pytest.raises(ValueError, match=r"reinforce_loss: actions must lie in \[0, 2\).*"
+                                         r"\[0, 5\]"):
+        rl.reinforce_loss(net, X, np.array([0, 5]), np.ones(2))
+    with pytest.raises(ValueError, match="reinforce_loss: weights must be finite"):
+        rl.reinforce_loss(net, X, np.array([0, 1]), np.array([np.nan, 1.0]))
+
+
+def test_return_helpers_validate_and_keep_float32():
+    r32 = np.array([1.0, 0.0, 2.0], dtype=np.float32)
+    assert rl.discounted_returns(r32, 0.9).dtype == np.float32
+    assert rl.discounted_returns([1.0, 2.0], 0.9).dtype == np.float64
+    assert rl.td_targets(r32, r32, True, 0.9).dtype == np.float32
+    assert rl.gae_advantages(r32, 0.9, 0.5).dtype == np.float32
+    np.testing.assert_allclose(rl.gae_advantages(r32, 0.9, 0.5),
+                               rl.gae_advantages(r32.astype(np.float64), 0.9, 0.5), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"td_targets: gamma .* \[0, 1\]"):
+        rl.td_targets([1.0], [2.0], False, 2.0)
+    with pytest.raises(ValueError, match=r"gae_advantages: gamma"):
+        rl.gae_advantages([1.0], "x", 0.5)
+    with pytest.raises(ValueError, match=r"gae_advantages: lam must be a number in \[0, 1\]"):
+        rl.gae_advantages([1.0], 0.9, 1.5)
+    with pytest.raises(ValueError, match=r"gae_advantages: deltas must be 1-D.*\(2, 2\)"):
+        rl.gae_advantages(np.ones((2, 2)), 0.9, 0.5)
+    with pytest.raises(ValueError, match=r"moving_average: x must be 1-D.*\(2, 2\)"):
+        rl.moving_average(np.ones((2, 2)), 2)
+
+
 # --- the examples in the docstrings -------------------------------------------------------------
 
 @pytest.mark.parametrize("module", ["mdp", "tabular", "networks", "policy_gradient",

@@ -100,7 +100,11 @@ def as_generator(fname, rng):
 
 
 def float_dtype(fname, dtype):
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"calcml.generative.{fname}: dtype must be float32 or float64, "
+                         f"got {dtype!r}") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"calcml.generative.{fname}: dtype must be float32 or float64, "
                          f"got {dt}")

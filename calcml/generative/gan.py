@@ -473,7 +473,12 @@ def _data_sampler(fname, sample_data, dtype):
     replacement)."""
     if callable(sample_data):
         def draw(n, gen):
-            return np.asarray(sample_data(n, gen)).astype(dtype, copy=False)
+            x = np.asarray(sample_data(n, gen))
+            if x.ndim != 2 or x.shape[0] != n or x.dtype.kind not in "biuf" \
+                    or not np.all(np.isfinite(x)):
+                raise ValueError(f"calcml.generative.{fname}: sample_data(n, rng) must return a "
+                                 f"finite real array of shape (n, d) = ({n}, d), got {desc(x)}")
+            return x.astype(dtype, copy=False)
         return draw
     data = float_array(fname, "sample_data", sample_data, ndim=2, min_rows=2).astype(dtype)
 

@@ -55,7 +55,12 @@ def median_bandwidth(x, y=None):
 
 def _bandwidths(fname, bandwidth, x, y):
     if bandwidth is None:
-        return (median_bandwidth(x, y),)
+        h = median_bandwidth(x, y)
+        if not h > 0:
+            raise ValueError(f"calcml.generative.{fname}: the median heuristic gives bandwidth 0 "
+                             f"(more than half of the pooled points coincide: x {desc(x)}, y "
+                             f"{desc(y)}); pass bandwidth= explicitly")
+        return (h,)
     bws = np.atleast_1d(np.asarray(bandwidth, dtype=np.float64))
     if bws.ndim != 1 or bws.size == 0 or not np.all(np.isfinite(bws)) or np.any(bws <= 0):
         raise ValueError(f"calcml.generative.{fname}: bandwidth must be a positive number or a "

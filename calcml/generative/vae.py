@@ -303,13 +303,16 @@ def kl_monte_carlo(mu, log_var, n_samples, rng):
     m = float_array("kl_monte_carlo", "mu", mu)
     lv = float_array("kl_monte_carlo", "log_var", log_var)
     _same("kl_monte_carlo", m, lv, "mu", "log_var")
+    if m.ndim == 0:
+        raise ValueError(f"calcml.generative.kl_monte_carlo: mu must have at least one axis "
+                         f"(the latent dimensions), got {desc(m)}")
     n = positive_int("kl_monte_carlo", "n_samples", n_samples, minimum=2)
     gen = as_generator("kl_monte_carlo", rng)
     dt = np.result_type(m, lv)
     eps = gen.standard_normal((n,) + m.shape).astype(dt, copy=False)
     z = m + np.exp(0.5 * lv) * eps
     terms = np.sum(-0.5 * eps * eps - 0.5 * lv + 0.5 * z * z, axis=-1)
-    return terms.mean(axis=0), terms.std(axis=0, ddof=1) / np.sqrt(n)
+    return terms.mean(axis=0), terms.std(axis=0, ddof=1) / math.sqrt(n)  # a float keeps float32
 
 
 def bernoulli_log_likelihood(x, logits):
@@ -689,6 +692,10 @@ def score_function_gradient(f, mu, sigma, n_samples, rng):
     eps = gen.standard_normal(n)
     z = mu + sigma * eps
     fz = np.asarray(f(z), dtype=np.float64)
+    if fz.shape != (n,):
+        raise ValueError(f"calcml.generative.score_function_gradient: f must act element-wise, "
+                         f"mapping the samples of shape ({n},) to the same shape, got shape "
+                         f"{fz.shape}")
     samples = np.stack([fz * eps / sigma, fz * (eps * eps - 1.0) / sigma], axis=1)
     return _estimate(samples)
 

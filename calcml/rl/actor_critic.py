@@ -26,8 +26,16 @@ import numpy as np
 
 import calcml as cm
 
-from ._validate import check_probability
-from .policy_gradient import _bind, _check_output, _Loop, _module_dtype, _step, reinforce_loss
+from ._validate import check_gamma, check_probability
+from .policy_gradient import (
+    _bind,
+    _check_output,
+    _Loop,
+    _module_dtype,
+    _out_dtype,
+    _step,
+    reinforce_loss,
+)
 
 __all__ = ["actor_critic", "td_targets", "gae_advantages"]
 
@@ -51,6 +59,8 @@ def td_targets(rewards, next_values, terminated, gamma):
     >>> rl.td_targets(np.array([1.0, 1.0]), np.array([5.0, 7.0]), True, 0.9)
     array([5.5, 1. ])
     """
+    gamma = check_gamma("td_targets", gamma)
+    dt = _out_dtype(rewards, next_values)
     r = np.asarray(rewards, dtype=np.float64)
     v = np.asarray(next_values, dtype=np.float64)
     if np.ndim(terminated) == 0:
@@ -61,7 +71,7 @@ def td_targets(rewards, next_values, terminated, gamma):
     if not (r.shape == v.shape == d.shape) or r.ndim != 1:
         raise ValueError(f"calcml.rl.td_targets: rewards, next_values and terminated must be "
                          f"1-D of one length, got shapes {r.shape}, {v.shape}, {d.shape}")
-    return r + gamma * (1.0 - d) * v
+    return (r + gamma * (1.0 - d) * v).astype(dt, copy=False)
 
 
 def gae_advantages(deltas, gamma, lam):
@@ -80,13 +90,19 @@ def gae_advantages(deltas, gamma, lam):
     >>> rl.gae_advantages([1.0, 1.0], 0.5, 1.0)
     array([1.5, 1. ])
     """
-    d = np.asarray(deltas, dtype=np.float64).tolist()
-    c = float(gamma) * float(lam)
+    who = "gae_advantages"
+    c = check_gamma(who, gamma) * check_probability(who, "lam", lam)
+    dt = _out_dtype(deltas)
+    d = np.asarray(deltas, dtype=np.float64)
+    if d.ndim != 1:
+        raise ValueError(f"calcml.rl.{who}: deltas must be 1-D (one episode), got shape "
+                         f"{d.shape}")
+    d = d.tolist()
     acc = 0.0
     for t in range(len(d) - 1, -1, -1):
         acc = d[t] + c * acc
         d[t] = acc
-    return np.array(d, dtype=np.float64)
+    return np.array(d, dtype=dt)
 
 
 def actor_critic(env, actor, critic, actor_optimizer, critic_optimizer, *, episodes=1000,
@@ -162,6 +178,10 @@ def actor_critic(env, actor, critic, actor_optimizer, critic_optimizer, *, episo
         T = len(batch)
         V = critic(batch.states)[:, 0]            # one pass over s_0 … s_T, with gradient
         v = np.asarray(V.data, dtype=np.float64)
+        if not np.all(np.isfinite(v)):
+            raise FloatingPointError("calcml.rl.actor_critic: the critic's values became "
+                                     "non-finite (the critic diverged; try a smaller "
+                                     "critic learning rate)")
         targets = td_targets(batch.rewards, v[1:], batch.terminated, gamma)
         delta = targets - v[:-1]
         adv = delta if lam == 0.0 else gae_advantages(delta, gamma, lam)

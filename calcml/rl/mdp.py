@@ -78,6 +78,9 @@ class TabularMDP:
         if R.shape != (S, A):
             raise ValueError(f"calcml.rl.TabularMDP: R must have shape (S, A) = {(S, A)}, got "
                              f"shape {R.shape}")
+        if not (np.all(np.isfinite(P)) and np.all(np.isfinite(R))):
+            raise ValueError("calcml.rl.TabularMDP: P and R must be finite, got NaN or infinite "
+                             f"entries (P shape {P.shape}, R shape {R.shape})")
         rows = P.sum(axis=2)
         if np.any(P < 0) or np.any(rows > 1.0 + 1e-9):
             raise ValueError("calcml.rl.TabularMDP: P must be non-negative with rows summing to "
@@ -219,6 +222,14 @@ def policy_matrix(policy, n_states, n_actions, who="policy_matrix"):
     return pi
 
 
+def _check_v(who, name, V, n_states):
+    V = np.asarray(V, dtype=np.float64)
+    if V.shape != (n_states,) or not np.all(np.isfinite(V)):
+        raise ValueError(f"calcml.rl.{who}: {name} must be a finite array of shape ({n_states},), "
+                         f"got shape {V.shape}")
+    return V
+
+
 def _pi_model(mdp, policy, who):
     pi = policy_matrix(policy, mdp.n_states, mdp.n_actions, who)
     P_pi = np.einsum("sa,sat->st", pi, mdp.P)
@@ -273,7 +284,7 @@ def bellman_backup(mdp, policy, V, gamma):
     """
     gamma = check_gamma("bellman_backup", gamma)
     _, P_pi, r_pi = _pi_model(mdp, policy, "bellman_backup")
-    return r_pi + gamma * (P_pi @ np.asarray(V, dtype=np.float64))
+    return r_pi + gamma * (P_pi @ _check_v("bellman_backup", "V", V, mdp.n_states))
 
 
 def policy_evaluation_exact(mdp, policy, gamma):
@@ -362,7 +373,7 @@ def policy_evaluation_iterative(mdp, policy, gamma, *, tol=1e-14, max_iter=1_000
     tol = check_positive(who, "tol", tol)
     max_iter = check_nonneg_int(who, "max_iter", max_iter, positive=True)
     _, P_pi, r_pi = _pi_model(mdp, policy, who)
-    V = np.zeros(mdp.n_states) if V0 is None else np.array(V0, dtype=np.float64)
+    V = np.zeros(mdp.n_states) if V0 is None else _check_v(who, "V0", V0, mdp.n_states)
     gP = gamma * P_pi
     res = []
     converged = False

@@ -110,7 +110,8 @@ def discounted_returns(rewards, gamma):
 
     Returns
     -------
-    array (T,) of float64
+    array (T,)
+        float32 for float32 rewards, float64 otherwise (accumulated in float64 either way).
 
     Notes
     -----
@@ -124,6 +125,7 @@ def discounted_returns(rewards, gamma):
     array([1.75, 1.5 , 1.  ])
     """
     gamma = check_gamma("discounted_returns", gamma)
+    dt = _out_dtype(rewards)
     r = np.asarray(rewards, dtype=np.float64)
     if r.ndim != 1:
         raise ValueError(f"calcml.rl.discounted_returns: rewards must be 1-D, got shape "
@@ -133,7 +135,13 @@ def discounted_returns(rewards, gamma):
     for t in range(len(out) - 1, -1, -1):  # plain floats: ~0.1 µs a step, no temporaries
         g = out[t] + gamma * g
         out[t] = g
-    return np.array(out, dtype=np.float64)
+    return np.array(out, dtype=dt)
+
+
+def _out_dtype(*arrays):
+    """float32 when every floating input is float32, else float64 (ints and lists: float64)."""
+    kinds = [np.asarray(a).dtype for a in arrays]
+    return np.float32 if kinds and all(k == np.float32 for k in kinds) else np.float64
 
 
 def moving_average(x, window):
@@ -147,6 +155,8 @@ def moving_average(x, window):
     array([1. , 1.5, 2.5, 3.5])
     """
     x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"calcml.rl.moving_average: x must be 1-D, got shape {x.shape}")
     window = check_nonneg_int("moving_average", "window", window, positive=True)
     c = np.concatenate([[0.0], np.cumsum(x)])
     n = np.arange(1, len(x) + 1)
@@ -186,14 +196,25 @@ def reinforce_loss(policy, states, actions, weights):
     >>> loss.backward(); net[0].weight.grad.shape
     (64, 4)
     """
+    who = "calcml.rl.reinforce_loss"
     states = np.asarray(states)
     actions = np.asarray(actions)
-    T = actions.shape[0]
+    T = actions.shape[0] if actions.ndim == 1 else -1
     if actions.ndim != 1 or states.shape[:1] != (T,) or np.shape(weights) != (T,):
-        raise ValueError(f"calcml.rl.reinforce_loss: need states (T, d), actions (T,) and "
+        raise ValueError(f"{who}: need states (T, d), actions (T,) and "
                          f"weights (T,) with one T; got shapes {states.shape}, {actions.shape}"
                          f", {np.shape(weights)}")
+    if actions.dtype.kind not in "iu":
+        raise ValueError(f"{who}: actions must be integers, got dtype {actions.dtype}")
+    if not np.all(np.isfinite(weights)):
+        raise ValueError(f"{who}: weights must be finite, got NaN or infinite entries (shape "
+                         f"{np.shape(weights)})")
     logits = policy(states)
+    n_act = logits.shape[-1]
+    if T and (actions.min() < 0 or actions.max() >= n_act):
+        raise ValueError(f"{who}: actions must lie in [0, {n_act}) (the policy's logits have "
+                         f"shape {tuple(logits.shape)}), got values in [{actions.min()}, "
+                         f"{actions.max()}]")
     logp = cm.log_softmax(logits, axis=-1)[np.arange(T), actions]
     w = np.asarray(weights, dtype=logp.dtype)
     return -cm.sum(logp * w) * (1.0 / T)
@@ -214,7 +235,7 @@ def _sample(logits, u):
     return last
 
 
-def play_episode(env, forward, uniform, *, seed=None, max_steps=None, dtype=np.float64):
+def play_episode(env, forward, uniform, *, seed=0, max_steps=None, dtype=np.float64):
     """Play one episode with the softmax policy ``forward(obs) -> logits``.
 
     Parameters
@@ -224,8 +245,9 @@ def play_episode(env, forward, uniform, *, seed=None, max_steps=None, dtype=np.f
         1-D observation → 1-D logits (e.g. :class:`~calcml.rl.NumpyForward`).
     uniform : callable
         ``uniform() -> float`` in [0, 1): the source of the action choices.
-    seed : int, optional
-        Passed to ``env.reset``.
+    seed : int or None
+        Passed to ``env.reset`` (default 0).  None continues the environment's own generator,
+        for the episodes after a seeded first one (as the training loops do).
     max_steps : int, optional
         Cut the episode here (counted as a truncation).
     dtype : dtype of the returned states

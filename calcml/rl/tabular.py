@@ -15,6 +15,7 @@ ties) and from ``env.reset(seed=...)`` at the first episode, so a seed fixes the
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from ._random import UniformStream
 from ._validate import (
     check_gamma,
     check_nonneg_int,
+    check_positive,
+    check_probability,
     make_env,
     rate_at,
     require_discrete_actions,
@@ -36,6 +39,16 @@ __all__ = ["QLearningResult", "Trajectory", "EvaluationResult", "q_learning",
 #: Episodes of an environment without a time limit are cut after this many steps in
 #: :func:`rollout` and :func:`evaluate_policy` (a greedy policy may walk in circles forever).
 DEFAULT_MAX_STEPS = 10_000
+
+
+def _describe(x):
+    if isinstance(x, np.ndarray):
+        return f"an array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def _is_finite_real(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and np.isfinite(x)
 
 
 @dataclass
@@ -152,6 +165,21 @@ def q_learning_update(Q, s, a, r, s_next, terminated, alpha, gamma):
     >>> float(Q[0, 1])                                # 0 + 0.5·(1 + 0.9·3 − 0)
     1.85
     """
+    who = "q_learning_update"
+    if not isinstance(Q, np.ndarray) or Q.ndim != 2 or Q.dtype.kind != "f":
+        # in place: an integer table would silently truncate every update
+        raise ValueError(f"calcml.rl.{who}: Q must be a 2-D floating-point NumPy array (it is "
+                         f"updated in place), got {_describe(Q)}")
+    S, A = Q.shape
+    for name, v, n in (("s", s, S), ("a", a, A), ("s_next", s_next, S)):
+        if not isinstance(v, (numbers.Integral, np.integer)) or isinstance(v, bool) \
+                or not 0 <= v < n:
+            raise ValueError(f"calcml.rl.{who}: {name} must be an integer in [0, {n}) for Q of "
+                             f"shape {Q.shape}, got {v!r}")
+    if not _is_finite_real(r):
+        raise ValueError(f"calcml.rl.{who}: r must be a finite number, got {r!r}")
+    alpha = check_positive(who, "alpha", alpha)
+    gamma = check_gamma(who, gamma)
     q_sa = Q[s, a]
     target = r if terminated else r + gamma * Q[s_next].max()
     td = float(target - q_sa)
@@ -170,6 +198,16 @@ def epsilon_greedy(q_row, epsilon, rng):
     >>> rl.epsilon_greedy(np.array([0.0, 2.0, 1.0]), 0.0, np.random.default_rng(0))
     1
     """
+    who = "epsilon_greedy"
+    q_row = np.asarray(q_row)
+    if q_row.ndim != 1 or q_row.shape[0] == 0 or q_row.dtype.kind not in "iuf" \
+            or not np.all(np.isfinite(q_row)):
+        raise ValueError(f"calcml.rl.{who}: q_row must be a non-empty finite 1-D array of action "
+                         f"values, got {_describe(q_row)}")
+    check_probability(who, "epsilon", epsilon)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"calcml.rl.{who}: rng must be a numpy.random.Generator, got "
+                        f"{type(rng).__name__}")
     n = q_row.shape[0]
     if rng.random() < epsilon:
         return int(rng.integers(n))
@@ -255,6 +293,9 @@ def q_learning(env, episodes, *, alpha=0.1, gamma=0.99, epsilon=0.1, seed=0, q_i
         if Q.shape != (n_states, n_actions):
             raise ValueError(f"calcml.rl.q_learning: q_init must be a number or have shape "
                              f"({n_states}, {n_actions}), got shape {Q.shape}")
+    if not np.all(np.isfinite(Q)):
+        raise ValueError(f"calcml.rl.q_learning: q_init must be finite, got {_describe(Q)} with "
+                         "NaN or infinite entries")
     rng = np.random.default_rng(seed)
     limit = max_steps if max_steps is not None else np.inf
     returns = np.zeros(episodes)
@@ -322,7 +363,7 @@ def _epsilon_greedy_list(row, eps, uniform, n_actions):
     return best[min(int(uniform() * len(best)), len(best) - 1)]
 
 
-def _policy_fn(who, policy):
+def _policy_fn(who, policy, env=None):
     if callable(policy):
         return policy
     table = np.asarray(policy)
@@ -330,11 +371,19 @@ def _policy_fn(who, policy):
         raise ValueError(f"calcml.rl.{who}: policy must be a callable obs -> action or an "
                          f"integer array of actions per state (S,), got an array of shape "
                          f"{table.shape} and dtype {table.dtype}")
+    if env is not None:
+        S = require_discrete_observations(who, env)
+        A = require_discrete_actions(who, env)
+        if table.shape != (S,) or np.any(table < 0) or np.any(table >= A):
+            lo, hi = (table.min(), table.max()) if table.size else (None, None)
+            raise ValueError(f"calcml.rl.{who}: a policy table needs one action in [0, {A}) for "
+                             f"each of the {S} states, got shape {table.shape} with actions in "
+                             f"[{lo}, {hi}]")
     acts = table.tolist()
     return lambda s: acts[int(s)]
 
 
-def rollout(env, policy, *, seed=None, max_steps=None):
+def rollout(env, policy, *, seed=0, max_steps=None):
     """Run one episode with a fixed policy.
 
     Parameters
@@ -342,8 +391,10 @@ def rollout(env, policy, *, seed=None, max_steps=None):
     env : gymnasium.Env or str
     policy : callable or array of int (S,)
         ``policy(obs) -> action``, or a table of actions per state.
-    seed : int, optional
-        Passed to ``env.reset``.
+    seed : int or None
+        Passed to ``env.reset`` (default 0, so that a run is reproducible).  None continues
+        the environment's own generator: use it only on an environment already reset with a
+        seed (as :func:`evaluate_policy` does after its first episode).
     max_steps : int, optional
         Stop after this many steps (default: the environment's time limit, and at most
         ``DEFAULT_MAX_STEPS``).
@@ -361,7 +412,7 @@ def rollout(env, policy, *, seed=None, max_steps=None):
     """
     who = "rollout"
     env = make_env(who, env)
-    act = _policy_fn(who, policy)
+    act = _policy_fn(who, policy, None if callable(policy) else env)
     limit = DEFAULT_MAX_STEPS if max_steps is None else \
         check_nonneg_int(who, "max_steps", max_steps, positive=True)
     obs, _ = env.reset(seed=seed)

@@ -47,6 +47,13 @@ def _train(seed, episodes, lam, target):
                            seed=seed, target_return=target, window=100)
 
 
+def _random_policy_return(episodes=100):
+    """Mean return of the uniformly random policy on CartPole-v1 (seeded)."""
+    rng = np.random.default_rng(0)
+    return rl.evaluate_policy("CartPole-v1", lambda obs: int(rng.integers(2)),
+                              episodes=episodes, seed=0).mean_return
+
+
 def _cartpole(ctx):
     seeds = ctx.size([0, 1, 2], [2])
     episodes = ctx.size(1000, 150)
@@ -69,8 +76,11 @@ def _cartpole(ctx):
     if ctx.quick:
         r = runs[seeds[0]]
         late = float(r.episode_returns[-25:].mean())
-        ctx.check("quick: mean return of the last 25 of 150 episodes > 5 × a random policy's "
-                  "(~22)", 5 * 22.0, late, cmp=">")
+        random_return = _random_policy_return()
+        ctx.metric("random_policy_mean_return", random_return)
+        ctx.check(f"quick: mean return of the last 25 of 150 episodes > 5 × a random policy's "
+                  f"({random_return:.1f}, measured over 100 episodes)", 5 * random_return, late,
+                  cmp=">")
         ctx.check("quick: ... and > 4 × that of the first 25", 4 * float(
             r.episode_returns[:25].mean()), late, cmp=">")
     else:
@@ -85,8 +95,9 @@ def _cartpole(ctx):
                                                   one_step.episode_returns, 100)[99:].max())})
     for s, r in runs.items():
         first, last = r.value_losses[:10].mean(), r.value_losses[-10:].mean()
-        ctx.check(f"seed {s}: the critic's TD loss is finite throughout", True,
-                  bool(np.all(np.isfinite(r.value_losses))), cmp="==")
+        if not ctx.quick:  # a short run's values are still growing with its returns
+            ctx.check(f"seed {s}: the critic learns: mean TD loss of the last 10 episodes < "
+                      "a tenth of the first 10's", 0.1 * float(first), float(last), cmp="<")
         ctx.metric(f"critic_td_loss_seed_{s}", {"first_10": float(first),
                                                 "last_10": float(last)})
     rows = [[s, LAM, r.episodes, r.solved_episode or "—", r.steps, r.last_mean(100),
