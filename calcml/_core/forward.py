@@ -20,6 +20,9 @@ _reshape = None
 _broadcast_to = None
 
 
+_GENERIC = object()  # "take the general path" (a sentinel no primitive returns)
+
+
 class ForwardBox(Box):
     """A value followed by a forward-mode trace, with its tangent."""
 
@@ -72,6 +75,10 @@ class ForwardTrace:
             b._trace = self
             b._tangent = tout
             return b
+        if len(args) == 2 and not self.batch_shape:
+            out = self._process2(prim, args, params)
+            if out is not _GENERIC:
+                return out
         vals = list(args)
         tans = [None] * len(args)
         lower = False
@@ -126,3 +133,51 @@ class ForwardTrace:
         b._trace = self
         b._tangent = tout
         return b
+
+    def _process2(self, prim, args, params):
+        """Two arguments, no batch axes, no lower-level box: the common case spelled out.
+        Returns ``_GENERIC`` when the general path must handle the call."""
+        a, c = args
+        ta = tc = None
+        if isinstance(a, Box):
+            va = a._value
+            if a._trace is not self or isinstance(va, Box):
+                return _GENERIC
+            ta = a._tangent
+        else:
+            va = a
+        if isinstance(c, Box):
+            vc = c._value
+            if c._trace is not self or isinstance(vc, Box):
+                return _GENERIC
+            tc = c._tangent
+        else:
+            vc = c
+        try:
+            out = prim.impl(va, vc, **params)
+        except (IndexError, ValueError, TypeError) as exc:
+            raise op_error(prim.name, (va, vc), exc) from None
+        jvps = prim.jvps
+        if jvps is None:
+            return out
+        if prim.jvp_joint is not None:
+            tout = prim.jvp_joint([ta, tc], out, [va, vc], params)
+        else:
+            tout = None
+            if ta is not None and jvps[0] is not None:
+                tout = jvps[0](ta, out, va, vc, **params)
+            if tc is not None and jvps[1] is not None:
+                ti = jvps[1](tc, out, va, vc, **params)
+                tout = ti if tout is None else _add(tout, ti)
+        if tout is None:
+            return out
+        if prim.elementwise and prim.broadcasts:  # an argument may have been broadcast
+            want = _shape(out)
+            if _shape(tout) != want:
+                tout = _broadcast_to(tout, want)
+        b = _new(ForwardBox)
+        b._value = out
+        b._trace = self
+        b._tangent = tout
+        return b
+

@@ -72,18 +72,20 @@ class ReverseTrace:
             b._trace = self
             b._node = (new_seq(), prim, (v,), params, out, ((0, a._node),))
             return b
-        if len(args) == 2:  # and for two arguments, when no lower-level box is involved
+        if len(args) == 2:  # and for two arguments when each box belongs to this trace
             a, c = args
             pa = isinstance(a, Box)
             pc = isinstance(c, Box)
             va = a._value if pa else a
             vc = c._value if pc else c
-            if ((not pa or (a._trace is self and not isinstance(va, Box)))
-                    and (not pc or (c._trace is self and not isinstance(vc, Box)))):
-                try:
-                    out = prim.impl(va, vc, **params)
-                except (IndexError, ValueError, TypeError) as exc:
-                    raise op_error(prim.name, (va, vc), exc) from None
+            if (not pa or a._trace is self) and (not pc or c._trace is self):
+                if isinstance(va, Box) or isinstance(vc, Box):  # lower traces see it next
+                    out = bind(prim, (va, vc), params)
+                else:
+                    try:
+                        out = prim.impl(va, vc, **params)
+                    except (IndexError, ValueError, TypeError) as exc:
+                        raise op_error(prim.name, (va, vc), exc) from None
                 vjps = prim.vjps
                 if vjps is None:
                     return out

@@ -29,6 +29,13 @@ def _shape(self):
     return self._value.shape
 
 
+def _ndim(self):
+    try:
+        return self._value.ndim
+    except AttributeError:  # a Python number
+        return np.ndim(self._value)
+
+
 def _cmp(op):
     def f(self, other):
         return op(raw(self), raw(other))
@@ -196,7 +203,7 @@ _METHODS = dict(
     __float__=_float, __int__=_float, __array__=_array,
     __array_ufunc__=_array_ufunc, __array_function__=_array_function,
     shape=property(_shape),
-    ndim=property(lambda s: s._value.ndim if hasattr(s._value, "ndim") else np.ndim(s._value)),
+    ndim=property(_ndim),
     dtype=property(lambda s: s._value.dtype),
     size=property(lambda s: int(np.prod(s.shape))),
     T=property(lambda s: S.transpose(s)),
