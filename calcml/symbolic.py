@@ -195,7 +195,7 @@ SYMPY_FORMS = {
 
 #: Primitives whose own implementation is exact on object arrays of SymPy expressions.
 NATIVE = frozenset({
-    "add", "subtract", "multiply", "divide", "negative", "matmul", "einsum", "sum",
+    "add", "subtract", "multiply", "divide", "negative", "matmul", "einsum", "sum", "linear",
     "reshape", "transpose", "broadcast_to", "concatenate", "getitem", "scatter_add",
 })
 

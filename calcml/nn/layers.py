@@ -97,8 +97,10 @@ class Linear(Module):
         self.bias = parameter(b) if bias else None
 
     def forward(self, x):
-        y = ops.matmul(as_input(x, self.weight.dtype), ops.transpose(self.weight))
-        return y if self.bias is None else y + self.bias
+        x = as_input(x, self.weight.dtype)
+        if self.bias is None:
+            return ops.matmul(x, ops.transpose(self.weight))
+        return ops.linear(x, self.weight, self.bias)  # x Wᵀ + b as one node
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

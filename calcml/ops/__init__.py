@@ -35,7 +35,7 @@ from .elementwise import (
                           tanh,
                           where,
 )
-from .linalg import dot, einsum, matmul
+from .linalg import dot, einsum, linear, matmul
 from .reductions import log_softmax, logsumexp, max, mean, min, prod, softmax, std, sum, sum_to, var
 from .shape import (
                           broadcast_to,
@@ -64,5 +64,5 @@ __all__ = [
     "sqrt", "square", "subtract", "tan", "tanh", "where", "logsumexp", "log_softmax", "max",
     "mean", "min", "prod", "softmax", "std", "sum", "sum_to", "var", "broadcast_to",
     "concatenate", "expand_dims", "getitem", "moveaxis", "reshape", "scatter_add", "squeeze",
-    "stack", "swapaxes", "take", "transpose", "dot", "einsum", "matmul",
+    "stack", "swapaxes", "take", "transpose", "dot", "einsum", "matmul", "linear",
 ]

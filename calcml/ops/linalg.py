@@ -10,7 +10,7 @@ from ._base import Box, call, dtype_of, lead, ndim_of, raw, shape_of
 from .elementwise import multiply
 from .shape import broadcast_to, expand_dims, reshape, squeeze, swapaxes
 
-__all__ = ["matmul", "dot", "einsum"]
+__all__ = ["matmul", "dot", "einsum", "linear"]
 
 _EMPTY: dict = {}
 
@@ -124,6 +124,83 @@ def _mm_samples(rng):
 
 
 register("matmul", matmul, _mm_samples)
+
+
+# --- linear: x Wᵀ + b (fused) ---------------------------------------------------------------
+# The affine map of every dense layer as one primitive instead of three (transpose, matmul,
+# add): one node and one backward step per layer.  x (..., in), W (out, in), b (out,).
+
+def _linear_impl(x, w, b):
+    y = np.matmul(x, w.T)
+    y += b  # y is a fresh array
+    return y
+
+
+def _lin_vjp_w(g, out, x, w, b):
+    # dL/dW = Σ over the leading axes of gᵀ x: the leading axes are folded into one first.
+    n_out, n_in = shape_of(w)
+    return matmul(swapaxes(reshape(g, (-1, n_out)), -1, -2), reshape(x, (-1, n_in)))
+
+
+def _lin_jvp_w(t, out, x, w, b):
+    # t has shape ld + (out, in) (ld: batch axes of the tangent); x @ tᵀ with x's own leading
+    # axes kept behind ld.
+    ld = lead(t, w)
+    tt = swapaxes(t, -1, -2)
+    xn = ndim_of(x)
+    if ld and xn > 2:
+        tt = reshape(tt, ld + (1,) * (xn - 2) + tuple(shape_of(tt))[-2:])
+    return matmul(x, tt)
+
+
+def _lin_jvp_b(t, out, x, w, b):
+    ld = lead(t, b)
+    os = tuple(shape_of(out))
+    t = reshape(t, ld + (1,) * (len(os) - 1) + os[-1:])
+    return broadcast_to(t, ld + os)
+
+
+_linear = defprim(
+    "linear", _linear_impl,
+    vjps=(lambda g, out, x, w, b: matmul(g, w), _lin_vjp_w,
+          lambda g, out, x, w, b: g),  # b: the backward pass sums g down to (out,)
+    jvps=(lambda t, out, x, w, b: matmul(t, swapaxes(w, -1, -2)), _lin_jvp_w, _lin_jvp_b),
+    broadcasts=True,
+)
+
+
+def linear(x, w, b):
+    """The affine map ``x @ w.T + b`` of a dense layer, as one primitive.
+
+    Parameters
+    ----------
+    x : array (..., in)
+    w : array (out, in)
+    b : array (out,)
+
+    Notes
+    -----
+    y = x Wᵀ + b.  ∂L/∂x = G W, ∂L/∂W = Σ Gᵀ x over the leading axes, ∂L/∂b = Σ G over the
+    leading axes.
+    """
+    if not (isinstance(x, Box) or isinstance(w, Box) or isinstance(b, Box)):
+        try:
+            return _linear_impl(x, w, b)
+        except (ValueError, TypeError) as e:
+            from ._base import op_error
+
+            raise op_error("linear", (x, w, b), e) from None
+    return call(_linear, (x, w, b), _EMPTY)
+
+
+register("linear", linear, lambda rng: [
+    Sample((rng.normal(size=(5, 3)), rng.normal(size=(4, 3)), rng.normal(size=4)),
+           argnums=(0, 1, 2)),
+    Sample((rng.normal(size=(2, 5, 3)), rng.normal(size=(4, 3)), rng.normal(size=4)),
+           argnums=(0, 1, 2)),
+    Sample((rng.normal(size=3), rng.normal(size=(4, 3)), rng.normal(size=4)),
+           argnums=(0, 1, 2)),
+], public=False)
 
 
 # --- dot (a composite) --------------------------------------------------------------------
