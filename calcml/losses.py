@@ -261,6 +261,8 @@ class Loss:
         return f"{self.name}({', '.join(self.args)}{extra})"
 
     def __call__(self, *args, **kwargs):
+        if not kwargs and len(args) == len(self.args):  # the usual call: arrays only
+            return self._value(*args, **self.params)
         if not args and not (set(kwargs) & set(self.args)):
             if not self.defaults:
                 raise TypeError(f"calcml.losses.{self.name}: missing arguments; call it as "
@@ -707,6 +709,14 @@ class Focal(Loss):
 
 # --- losses over a class axis ---------------------------------------------------------------
 
+def _labels_below(v, C):
+    """Whether every integer label in ``v`` lies in 0..C-1, with one reduction: read as
+    unsigned, a negative label is huge."""
+    if v.dtype.kind == "i":
+        v = v.view(v.dtype.str.replace("i", "u"))
+    return int(v.max()) < C
+
+
 class CrossEntropy(Loss):
     r"""Softmax cross-entropy from logits: ``cross_entropy(y_true, logits)``.
 
@@ -767,8 +777,8 @@ class CrossEntropy(Loss):
                     f"{_desc(z)} (cast with .astype(int), or pass probabilities of the "
                     f"logits' shape)")
             v = raw(y)
-            xp = backend.get_xp(v)
-            if v.size:
+            if v.size and not _labels_below(v, C):
+                xp = backend.get_xp(v)
                 lo, hi = int(xp.min(v)), int(xp.max(v))
                 if lo < 0 or hi >= C:
                     raise IndexError(

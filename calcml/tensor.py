@@ -187,9 +187,15 @@ class Tensor(Box):
             holder = leaf[2]
             prev = holder[0]
             if prev is None:
-                if not backend.writeable(g) or id(backend.owner(g)) in taken:
-                    g = g.copy()
-                taken.add(id(backend.owner(g)))
+                if type(g) is np.ndarray and g.base is None:  # the usual fresh result
+                    if not g.flags.writeable or id(g) in taken:
+                        g = g.copy()
+                    own = g
+                else:
+                    if not backend.writeable(g) or id(backend.owner(g)) in taken:
+                        g = g.copy()
+                    own = backend.owner(g)
+                taken.add(id(own))
                 holder[0] = g
             else:
                 holder[0] = prev + g

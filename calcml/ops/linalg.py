@@ -138,6 +138,8 @@ def _linear_impl(x, w, b):
 
 def _lin_vjp_w(g, out, x, w, b):
     # dL/dW = Σ over the leading axes of gᵀ x: the leading axes are folded into one first.
+    if ndim_of(g) == 2 and ndim_of(x) == 2:
+        return matmul(swapaxes(g, -1, -2), x)
     n_out, n_in = shape_of(w)
     return matmul(swapaxes(reshape(g, (-1, n_out)), -1, -2), reshape(x, (-1, n_in)))
 

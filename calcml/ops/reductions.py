@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import backend
 from .._core.registry import Sample, defprim, register
-from ._base import Box, call, const_as, ndim_of, norm_axes, raw, shape_of
+from ._base import _EMPTY, Box, call, const_as, ndim_of, norm_axes, raw, shape_of
 from .elementwise import exp, sqrt
 
 __all__ = ["sum", "mean", "var", "std", "max", "min", "prod", "logsumexp", "softmax",
@@ -85,6 +85,13 @@ cotangent back over the reduced axes.
 
 def sum_to(g, shape):
     """Sum ``g`` down to ``shape`` (the adjoint of broadcasting ``shape`` up to ``g.shape``)."""
+    if type(g) is np.ndarray:  # the common case: leading axes summed away (a bias)
+        gs = g.shape
+        if gs == shape:
+            return g
+        n = len(gs) - len(shape)
+        if n > 0 and gs[n:] == shape:
+            return g.sum(axis=0) if n == 1 else g.sum(axis=tuple(range(n)))
     gs = tuple(shape_of(g))
     shape = tuple(shape)
     if gs == shape:
@@ -245,8 +252,9 @@ def _one_axis(axis, x, name):
 
 
 def _softmax_impl(x, axis):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e = backend.get_xp(x).exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)  # e is a fresh array
+    return e
 
 
 _softmax = defprim(
@@ -314,22 +322,60 @@ def _one_hot(labels, like):
 
 
 def _sce_impl(z, labels):
-    m = np.max(z, axis=-1, keepdims=True)
-    zz = z - np.where(np.isfinite(m), m, 0.0)
-    lse = np.log(np.sum(np.exp(zz), axis=-1))
-    picked = np.take_along_axis(zz, labels[..., None], axis=-1)[..., 0]
-    return np.sum(lse - picked) * (1.0 / (labels.size or 1))
+    xp = backend.get_xp(z)
+    M = labels.size
+    zz = z - z.max(axis=-1, keepdims=True)
+    lse = xp.log(xp.exp(zz).sum(axis=-1))
+    picked = zz.reshape(-1, z.shape[-1])[xp.arange(M), labels.reshape(-1)]
+    out = (lse.sum() - picked.sum()) * (1.0 / (M or 1))
+    if not math.isfinite(out):  # an infinite logit: subtract only the finite row maxima
+        m = z.max(axis=-1, keepdims=True)
+        zz = z - np.where(np.isfinite(m), m, 0.0)
+        lse = np.log(np.sum(np.exp(zz), axis=-1))
+        picked = np.take_along_axis(zz, labels[..., None], axis=-1)[..., 0]
+        out = np.sum(lse - picked) * (1.0 / (M or 1))
+    return out
 
 
-def _sce_grad(z, labels):
-    """d/dz of the mean cross-entropy: (softmax(z) - onehot) / M, in calcml ops."""
-    return (softmax(z, axis=-1) - _one_hot(labels, z)) * (1.0 / (raw(labels).size or 1))
+def _sce_grad_impl(z, labels):
+    xp = backend.get_xp(z)
+    M = labels.size
+    e = xp.exp(z - z.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)  # softmax(z), a fresh contiguous array
+    e.reshape(-1, z.shape[-1])[xp.arange(M), labels.reshape(-1)] -= 1.0
+    e *= 1.0 / (M or 1)
+    return e
+
+
+def _sce_grad_vjp(g, out, z, labels):
+    # out = (s - T)/M with s = softmax(z): its VJP is softmax's, scaled by 1/M.
+    s = softmax(z, axis=-1)
+    return s * (g - sum(g * s, axis=-1, keepdims=True)) * (1.0 / (raw(labels).size or 1))
+
+
+_sce_grad = defprim(
+    "softmax_cross_entropy_grad", _sce_grad_impl,
+    vjps=(_sce_grad_vjp, None),
+    jvps=(_sce_grad_vjp, None),  # the Jacobian is symmetric: the same map takes tangents
+)
+
+
+def softmax_cross_entropy_grad(z, labels):
+    """d/dz of :func:`softmax_cross_entropy`: (softmax(z) - onehot(labels)) / M.
+
+    Notes
+    -----
+    A primitive of its own so that the backward step of the classifier's loss is one NumPy
+    pass (softmax, subtract 1 at the labels, scale); its own derivative is softmax's Jacobian
+    s_i (δ_ij - s_j) / M, symmetric, so one rule serves both modes.
+    """
+    return call(_sce_grad, (z, labels), _EMPTY)
 
 
 _sce = defprim(
     "softmax_cross_entropy", _sce_impl,
-    vjps=(lambda g, out, z, labels: g * _sce_grad(z, labels), None),
-    jvps=(lambda t, out, z, labels: sum(_sce_grad(z, labels) * t,
+    vjps=(lambda g, out, z, labels: g * softmax_cross_entropy_grad(z, labels), None),
+    jvps=(lambda t, out, z, labels: sum(softmax_cross_entropy_grad(z, labels) * t,
                                         axis=tuple(range(-ndim_of(z), 0))), None),
 )
 
@@ -347,10 +393,15 @@ def softmax_cross_entropy(z, labels):
     return call(_sce, (z_, labels), {})
 
 
-register("softmax_cross_entropy", softmax_cross_entropy, lambda rng: [
-    Sample((rng.normal(size=(5, 4)), rng.integers(0, 4, size=5))),
-    Sample((rng.normal(size=(2, 3, 4)), rng.integers(0, 4, size=(2, 3)))),
-    Sample((np.array([[1e4, 0.0, -1e4], [0.0, 1.0, 2.0]]), np.array([1, 2]))),
-], public=False)
+def _sce_samples(rng):
+    return [
+        Sample((rng.normal(size=(5, 4)), rng.integers(0, 4, size=5))),
+        Sample((rng.normal(size=(2, 3, 4)), rng.integers(0, 4, size=(2, 3)))),
+        Sample((np.array([[1e4, 0.0, -1e4], [0.0, 1.0, 2.0]]), np.array([1, 2]))),
+    ]
+
+
+register("softmax_cross_entropy", softmax_cross_entropy, _sce_samples, public=False)
+register("softmax_cross_entropy_grad", softmax_cross_entropy_grad, _sce_samples, public=False)
 
 from .shape import broadcast_to, reshape  # noqa: E402  (mutual use with the shape ops)

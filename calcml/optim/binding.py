@@ -131,7 +131,7 @@ class Optimizer:
                                             own_updates=False, own_state=True)
         for p, d, u in zip(self.params, data, updates):
             # CuPy arrays have no flags.writeable: they are always writeable
-            if getattr(getattr(d, "flags", None), "writeable", True):
+            if type(d) is not np.ndarray or d.flags.writeable:
                 d += u  # in place; same_kind casting keeps d's dtype
             else:  # a read-only array (e.g. a broadcast view): replace it
                 p.data = (d + u).astype(d.dtype, copy=False)

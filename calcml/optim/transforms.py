@@ -166,7 +166,10 @@ def scale_by_learning_rate(learning_rate, *, flip_sign=True):
         a = rate_at(name, lr, k)
         step = sign * a
         leaves, td = flatten(updates)
-        out = [np.multiply(g, step, out=out_for(g, own_updates)) for g in leaves]
+        if own_updates:
+            out = [np.multiply(g, step, out=g) for g in leaves]
+        else:
+            out = [np.multiply(g, step, out=empty_like(g)) for g in leaves]
         new = ScaleByLearningRateState(next_count(k), np.asarray(a))
         return unflatten(td, out), new, True
 
@@ -206,8 +209,13 @@ def trace(decay, nesterov=False):
         g_leaves = match_tree(name, updates, b_leaves, td)
         new_b, out = [], []
         for g, b0 in zip(g_leaves, b_leaves):
-            g = as_dtype(g, b0.dtype)
-            b = np.multiply(b0, mu, out=out_for(b0, own_state))
+            if getattr(g, "dtype", None) != b0.dtype:
+                g = as_dtype(g, b0.dtype)
+            if own_state:
+                b0 *= mu
+                b = b0
+            else:
+                b = np.multiply(b0, mu, out=empty_like(b0))
             b += g
             new_b.append(b)
             if nesterov:
