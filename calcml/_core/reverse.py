@@ -161,37 +161,56 @@ def backward_pass(root, seed):
     """Propagate ``seed`` (d loss / d root output) to the leaves above ``root``.
 
     Returns ``{leaf seq: (leaf node, gradient)}`` for every leaf that the output depends on.
+
+    When the heap is empty and a node hands its cotangent to exactly one parent that had none
+    yet (a chain, the usual case in a layer stack), that parent goes next without a heap push
+    and pop: nothing else holds a cotangent, so no unvisited child of it can receive one.
     """
     grads = {root[0]: seed}
     leaves = {}
-    heap = [root]
+    heap = []
     add, sum_to, pop = _add, _sum_to, grads.pop
-    while heap:
-        node = heappop(heap)
+    node = root
+    while True:
         seq, prim, vals, params, out, parents = node
         g = pop(seq)
+        nxt = None
         if prim is None:
             leaves[seq] = (node, g)
-            continue
-        vjps = prim.vjps
-        for i, parent in parents:
-            try:
-                gi = vjps[i](g, out, *vals, **params)
-            except Exception as exc:
-                raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals, exc) from exc
-            if prim.broadcasts:
+        else:
+            vjps = prim.vjps
+            for i, parent in parents:
                 try:
-                    shape = vals[i].shape
-                    if gi.shape != shape:
-                        gi = sum_to(gi, shape)
-                except AttributeError:  # a Python number somewhere: compare with np.shape
-                    shape = _shape(vals[i])
-                    if _shape(gi) != shape:
-                        gi = sum_to(gi, shape)
-            ps = parent[0]
-            if ps in grads:
-                grads[ps] = add(grads[ps], gi)
-            else:
-                grads[ps] = gi
-                heappush(heap, parent)
-    return leaves
+                    gi = vjps[i](g, out, *vals, **params)
+                except Exception as exc:
+                    raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals,
+                                   exc) from exc
+                if prim.broadcasts:
+                    try:
+                        shape = vals[i].shape
+                        if gi.shape != shape:
+                            gi = sum_to(gi, shape)
+                    except AttributeError:  # a Python number somewhere: compare np.shape
+                        shape = _shape(vals[i])
+                        if _shape(gi) != shape:
+                            gi = sum_to(gi, shape)
+                ps = parent[0]
+                if ps in grads:
+                    grads[ps] = add(grads[ps], gi)
+                else:
+                    grads[ps] = gi
+                    if nxt is None and not heap:
+                        nxt = parent  # held back: goes next if it stays the only one
+                    else:
+                        if nxt is not None:
+                            heappush(heap, nxt)
+                            nxt = None
+                        heappush(heap, parent)
+        if nxt is not None and not heap:
+            node = nxt
+        elif heap:
+            if nxt is not None:
+                heappush(heap, nxt)
+            node = heappop(heap)
+        else:
+            return leaves

@@ -168,8 +168,9 @@ def scale_by_learning_rate(learning_rate, *, flip_sign=True):
         leaves, td = flatten(updates)
         if own_updates:
             out = [np.multiply(g, step, out=g) for g in leaves]
-        else:
-            out = [np.multiply(g, step, out=empty_like(g)) for g in leaves]
+        else:  # fresh arrays (a 0-d leaf through ``out=``, or NumPy would return a scalar)
+            out = [g * step if getattr(g, "ndim", 0) else np.multiply(g, step, out=empty_like(g))
+                   for g in leaves]
         new = ScaleByLearningRateState(next_count(k), np.asarray(a))
         return unflatten(td, out), new, True
 
