@@ -1,6 +1,7 @@
 """Tests of calcml.generative: metrics, GAN/WGAN losses and penalty, VAE pieces, training."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -411,6 +412,31 @@ def test_bad_inputs_raise_clear_errors():
         gm.elbo(m, np.zeros((3, 64)), np.zeros((3, 5)))
     with pytest.raises(ValueError, match=r"elbo: x must have 64 column.*\(3, 10\)"):
         gm.elbo(m, np.zeros((3, 10)), np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("train", [gm.train_gan, gm.train_wgan])
+@pytest.mark.parametrize(("name", "value"), [("b1", 1.0), ("b1", -0.1), ("b2", 1.5),
+                                             ("b2", float("nan")), ("b1", "0.5"), ("b2", True)])
+def test_bad_adam_betas_name_the_training_function(train, name, value):
+    # checked at the entry, before any data is drawn or a network or an optimizer is built:
+    # the error names the function the user called, not calcml.optim.adam
+    def untouched(n, rng):
+        raise AssertionError("sample_data was called before the betas were checked")
+
+    fname = train.__name__
+    with pytest.raises(ValueError, match=rf"^calcml\.generative\.{fname}: {name} must be a "
+                                         rf"number in \[0, 1\), got {re.escape(repr(value))}$"):
+        train(untouched, steps=1, batch_size=4, hidden=4, **{name: value})
+    if train is gm.train_wgan:  # RMSprop ignores the betas; a bad one is still an error
+        with pytest.raises(ValueError, match=rf"train_wgan: {name} must be a number in"):
+            train(untouched, mode="clip", steps=1, batch_size=4, hidden=4, **{name: value})
+
+
+def test_good_adam_betas_reach_the_optimizer():
+    res = gm.train_gan(RING, steps=2, batch_size=8, hidden=4, b1=0.0, b2=np.float64(0.9))
+    assert res.config["b1"] == 0.0 and res.config["b2"] == 0.9
+    res = gm.train_wgan(RING, steps=1, n_critic=1, batch_size=8, hidden=4, b1=0, b2=0.5)
+    assert res.config["b1"] == 0.0 and res.config["b2"] == 0.5
 
 
 def test_degenerate_and_malformed_inputs_raise_clear_errors():

@@ -90,6 +90,40 @@ def test_gamma_one_improper_policy_is_refused():
     assert not rl.policy_evaluation_iterative(loop, np.array([0]), 1.0, max_iter=50).converged
 
 
+def test_value_iteration_fails_fast_when_values_do_not_converge(lake_mdp):
+    import time
+
+    # action 0 stays (reward 1), action 1 ends the episode (reward 5): with γ = 1 staying
+    # forever is worth +∞ and V_k = k grows by 1 per backup
+    P = np.zeros((1, 2, 1))
+    P[0, 0, 0] = 1.0
+    grows = rl.TabularMDP(P, R=np.array([[1.0, 5.0]]))
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"^calcml\.rl\.value_iteration: no convergence with "
+                                           r"gamma=1\.0 after max_iter=100000 backups: the last "
+                                           r"change .* was 1 > tol=1e-14 .*100004"):
+        rl.value_iteration(grows, 1.0)
+    assert time.perf_counter() - t0 < 30   # 1,000,000 silent backups before: now ~1 s
+    # a two-state cycle with rewards +1, −1 never ends: V_k oscillates, bounded
+    P = np.zeros((2, 1, 2))
+    P[0, 0, 1] = P[1, 0, 0] = 1.0
+    cycle = rl.TabularMDP(P, R=np.array([[1.0], [-1.0]]))
+    with pytest.raises(RuntimeError, match=r"gamma=1\.0 after max_iter=500 backups.* was 1 "):
+        rl.value_iteration(cycle, 1.0, max_iter=500)
+    # γ < 1 always converges, but may need more than the max_iter given
+    with pytest.raises(RuntimeError, match=r"gamma=0\.999 after max_iter=100 .* converges, "
+                                           r"after about 3[0-9]{4} backups"):
+        rl.value_iteration(grows, 0.999, max_iter=100)
+    assert rl.value_iteration(grows, 0.999).V[0] == pytest.approx(1000.0, rel=1e-13)
+    assert rl.value_iteration(cycle, 0.9).converged
+    # the converging cases are as before: FrozenLake (γ = 0.99 and even γ = 1, episodic)
+    # and CliffWalking (γ = 1, exact after the 13-step path)
+    assert rl.value_iteration(lake_mdp, 0.99).iterations == 837
+    assert rl.value_iteration(lake_mdp, 1.0).converged
+    cliff = rl.value_iteration(rl.TabularMDP.from_gym("CliffWalking-v1"), 1.0)
+    assert cliff.converged and cliff.residuals[-1] == 0.0
+
+
 def test_tabular_mdp_validation():
     with pytest.raises(ValueError, match=r"shape \(S, A, S\)"):
         rl.TabularMDP(np.zeros((2, 2)), np.zeros((2, 2)))
@@ -382,6 +416,35 @@ def test_policy_gradient_theorem():
     assert bad.max_abs_z > 10 and bad.p_value < 1e-10
 
 
+def test_random_episodic_mdp_terminal_prob_forms():
+    # one number p: every step ends the episode with probability p
+    mdp = rl.random_episodic_mdp(4, 3, terminal_prob=0.3, seed=1)
+    np.testing.assert_allclose(mdp.terminal_prob, 0.3, rtol=1e-12)
+    assert np.allclose(rl.random_episodic_mdp(terminal_prob=np.float64(1.0)).P, 0.0)
+    # a pair, as a tuple, list or array, is the range as before
+    a = rl.random_episodic_mdp(terminal_prob=(0.2, 0.4), seed=3)
+    for same in ([0.2, 0.4], np.array([0.2, 0.4])):
+        b = rl.random_episodic_mdp(terminal_prob=same, seed=3)
+        assert np.array_equal(a.P, b.P) and np.array_equal(a.R, b.R)
+    assert np.all((a.terminal_prob >= 0.2 - 1e-12) & (a.terminal_prob <= 0.4 + 1e-12))
+
+
+@pytest.mark.parametrize("bad", [(0.1, 0.2, 0.3), (0.1,), (), "ab", ("0.1", "0.2"),
+                                 (0.1, None), None, True, np.zeros((2, 2)), {0.1, 0.2}])
+def test_random_episodic_mdp_malformed_terminal_prob(bad):
+    with pytest.raises(ValueError, match=r"^calcml\.rl\.random_episodic_mdp: terminal_prob must "
+                                         r"be a number p in \(0, 1\] or a pair \(low, high\)"):
+        rl.random_episodic_mdp(terminal_prob=bad)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.2, 1.5, float("nan"), (0.4, 0.2), (0.0, 0.5),
+                                 [0.5, 1.2]])
+def test_random_episodic_mdp_terminal_prob_out_of_range(bad):
+    with pytest.raises(ValueError, match=r"^calcml\.rl\.random_episodic_mdp: terminal_prob must "
+                                         r"satisfy 0 < low <= high <= 1"):
+        rl.random_episodic_mdp(terminal_prob=bad)
+
+
 def test_theorem_input_errors():
     mdp = rl.random_episodic_mdp(seed=0)
     with pytest.raises(ValueError, match=r"theta must have shape \(S, A\) = \(3, 2\)"):
@@ -447,7 +510,7 @@ def test_wrong_networks_and_optimizers():
         rl.reinforce("CartPole-v1", rl.mlp(4, 2, rng=0), cm.optim.adam(1e-2),
                      baseline=rl.mlp(4, 1, rng=0))
     with pytest.raises(ValueError, match="activation must be one of"):
-        rl.mlp(4, 2, activation="swish")
+        rl.mlp(4, 2, activation="swish", rng=0)
 
 
 def test_rollout_and_play_episode_are_seeded_by_default():
@@ -463,6 +526,92 @@ def test_rollout_and_play_episode_are_seeded_by_default():
         rl.rollout("FrozenLake-v1", [0] * 3)
     with pytest.raises(ValueError, match=r"rollout: .* actions in \[7, 7\]"):
         rl.rollout("FrozenLake-v1", [7] * 16)
+
+
+def test_none_seeds_are_refused_like_calcml_generative():
+    # None would seed from the operating system: every result of calcml.rl is reproducible
+    net = rl.mlp(4, 2, rng=0)
+    opt = cm.optim.adam(1e-2)
+    mdp = rl.random_episodic_mdp(seed=0)
+    theta = np.zeros((3, 2))
+    none_hint = "None would seed from the operating system"
+    cases = [
+        ("mlp: rng must be a numpy.random.Generator or an int seed",
+         lambda: rl.mlp(4, 2, rng=None)),
+        ("random_episodic_mdp: seed must be a numpy.random.Generator",
+         lambda: rl.random_episodic_mdp(seed=None)),
+        ("sample_gradients: rng must be",
+         lambda: rl.sample_gradients(mdp, theta, 0.9, 5, rng=None)),
+        ("policy_gradient_check: seed must be",
+         lambda: rl.policy_gradient_check(mdp, theta, 0.9, n=5, seed=None)),
+        ("q_learning: seed must be an int >= 0",
+         lambda: rl.q_learning("FrozenLake-v1", 1, seed=None)),
+        ("evaluate_policy: seed must be an int >= 0",
+         lambda: rl.evaluate_policy("FrozenLake-v1", [0] * 16, episodes=1, seed=None)),
+        ("reinforce: seed must be an int >= 0",
+         lambda: rl.reinforce("CartPole-v1", net, opt, episodes=1, seed=None)),
+        ("actor_critic: seed must be an int >= 0",
+         lambda: rl.actor_critic("CartPole-v1", net, rl.mlp(4, 1, rng=1), opt, opt, episodes=1,
+                                 seed=None)),
+    ]
+    for msg, call in cases:
+        with pytest.raises(TypeError, match=rf"^calcml\.rl\.{msg}.*got None \({none_hint}"):
+            call()
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'rng'"):
+        rl.mlp(4, 2)   # required, as in calcml.generative.mlp
+    # other non-seeds: TypeError; negative seeds: ValueError, both naming the function
+    with pytest.raises(TypeError, match=r"q_learning: seed must be an int >= 0, got 1\.5"):
+        rl.q_learning("FrozenLake-v1", 1, seed=1.5)
+    with pytest.raises(TypeError, match=r"reinforce: seed must be an int >= 0, got "
+                                        r"Generator"):
+        rl.reinforce("CartPole-v1", net, opt, episodes=1, seed=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"random_episodic_mdp: seed must be .* got -1"):
+        rl.random_episodic_mdp(seed=-1)
+    with pytest.raises(TypeError, match=r"mlp: rng must be .*got 'a'"):
+        rl.mlp(4, 2, rng="a")
+
+
+def test_explicit_generators_and_numpy_int_seeds_are_accepted():
+    a = rl.random_episodic_mdp(seed=np.int64(4))
+    b = rl.random_episodic_mdp(seed=np.random.default_rng(4))
+    assert np.array_equal(a.P, b.P)
+    theta = np.zeros((3, 2))
+    r1, _ = rl.sample_gradients(a, theta, 0.9, 50, rng=np.random.default_rng(2))
+    r2, _ = rl.sample_gradients(a, theta, 0.9, 50, rng=2)
+    assert np.array_equal(r1, r2)
+    c1 = rl.policy_gradient_check(a, theta, 0.9, n=50, seed=np.random.default_rng(2))
+    c2 = rl.policy_gradient_check(a, theta, 0.9, n=50, seed=2)
+    assert c1.J_mc == c2.J_mc
+    n1, n2 = rl.mlp(3, 2, rng=np.random.default_rng(5)), rl.mlp(3, 2, rng=np.uint8(5))
+    assert all(np.array_equal(p.data, q.data)
+               for p, q in zip(n1.parameters(), n2.parameters(), strict=True))
+    assert rl.q_learning("FrozenLake-v1", 2, seed=np.int32(1)).Q.shape == (16, 4)
+
+
+def test_seed_none_only_continues_an_already_seeded_environment():
+    # a fresh environment (or an id) has no generator: reset(seed=None) would seed it from
+    # the operating system
+    with pytest.raises(TypeError, match=r"^calcml\.rl\.rollout: seed=None continues the "
+                                        r"environment's own random generator, but this "
+                                        r"environment has none yet"):
+        rl.rollout("FrozenLake-v1", [1] * 16, seed=None)
+    fwd = rl.NumpyForward(rl.mlp(4, 2, rng=0))
+    with pytest.raises(TypeError, match=r"^calcml\.rl\.play_episode: seed=None continues"):
+        rl.play_episode(gym.make("CartPole-v1"), fwd, np.random.default_rng(0).random, seed=None)
+    # after a seeded reset, None continues that stream: reproducible
+    runs = []
+    for _ in range(2):
+        env = gym.make("FrozenLake-v1")
+        first = rl.rollout(env, [1] * 16, seed=3)
+        runs.append([first.observations] + [rl.rollout(env, [1] * 16, seed=None).observations
+                                            for _ in range(5)])
+    assert runs[0] == runs[1]
+    env = gym.make("CartPole-v1")
+    u = np.random.default_rng(0).random
+    rl.play_episode(env, fwd, u, seed=1)
+    assert len(rl.play_episode(env, fwd, u, seed=None)) > 0
+    with pytest.raises(ValueError, match=r"rollout: seed must be an int >= 0, got -3"):
+        rl.rollout("FrozenLake-v1", [1] * 16, seed=-3)
 
 
 def test_q_learning_update_and_epsilon_greedy_refuse_bad_input():

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 __all__ = ["as_generator", "desc", "float_array", "positive_int", "positive_float",
-           "nonneg_float", "choice", "float_dtype"]
+           "nonneg_float", "unit_interval", "choice", "float_dtype"]
 
 
 def desc(x):
@@ -77,6 +77,15 @@ def positive_float(fname, name, v):
 def nonneg_float(fname, name, v):
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0 <= float(v) < np.inf):
         raise ValueError(f"calcml.generative.{fname}: {name} must be a finite number >= 0, "
+                         f"got {v!r}")
+    return float(v)
+
+
+def unit_interval(fname, name, v):
+    """``v`` as a float in [0, 1) (Adam's β₁, β₂), checked here so that the error names the
+    function the user called rather than ``calcml.optim.adam``."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0 <= float(v) < 1):
+        raise ValueError(f"calcml.generative.{fname}: {name} must be a number in [0, 1), "
                          f"got {v!r}")
     return float(v)
 

@@ -42,6 +42,7 @@ from ._validate import (
     nonneg_float,
     positive_float,
     positive_int,
+    unit_interval,
 )
 
 __all__ = [
@@ -540,7 +541,7 @@ def train_gan(sample_data, *, steps=2000, batch_size=256, latent_dim=2, hidden=6
     latent_dim, hidden, depth : int
         z's dimension; width and number of Linear layers of both networks.
     learning_rate, b1, b2 : float
-        Adam's α, β₁, β₂ for both players (β₁ = 0.5 as in DCGAN).
+        Adam's α, β₁, β₂ for both players (β₁ = 0.5 as in DCGAN); β₁, β₂ in [0, 1).
     generator_loss_kind : {"non_saturating", "minimax"}
         See :func:`generator_loss`.
     rng : numpy.random.Generator or int
@@ -576,6 +577,7 @@ def train_gan(sample_data, *, steps=2000, batch_size=256, latent_dim=2, hidden=6
     snaps = _check_common(fname, steps, batch_size, latent_dim, hidden, depth, learning_rate,
                           snapshot_steps)
     choice(fname, "generator_loss_kind", generator_loss_kind, GENERATOR_LOSSES)
+    b1, b2 = unit_interval(fname, "b1", b1), unit_interval(fname, "b2", b2)
     gen = as_generator(fname, rng)
     dt = float_dtype(fname, dtype)
     draw = _data_sampler(fname, sample_data, dt)
@@ -667,8 +669,9 @@ def train_wgan(sample_data, *, mode="gp", steps=1000, n_critic=5, batch_size=256
     optimizer : {"adam", "rmsprop"}, optional
         Of both players; by default Adam for ``"gp"`` and RMSprop for ``"clip"``, as in the
         papers (Arjovsky et al. found momentum unstable with clipping).
-    b1, b2 : float
-        Adam's β₁, β₂ (default 0.5, 0.9 as in WGAN-GP).
+    b1, b2 : float in [0, 1)
+        Adam's β₁, β₂ (default 0.5, 0.9 as in WGAN-GP); checked even when the optimizer is
+        RMSprop, which ignores them.
     sign : {"correct", "chapter"}
         ``"chapter"`` trains the critic on the chapter's L_D = E D(x) − E D(G(z)) (the
         opposite sign of :func:`critic_loss`), to show what that sign does.
@@ -707,6 +710,7 @@ def train_wgan(sample_data, *, mode="gp", steps=1000, n_critic=5, batch_size=256
     n_critic = positive_int(fname, "n_critic", n_critic)
     clip_value = positive_float(fname, "clip_value", clip_value)
     gp_weight = nonneg_float(fname, "gp_weight", gp_weight)
+    b1, b2 = unit_interval(fname, "b1", b1), unit_interval(fname, "b2", b2)
     gen = as_generator(fname, rng)
     dt = float_dtype(fname, dtype)
     draw = _data_sampler(fname, sample_data, dt)

@@ -10,7 +10,12 @@
   J(θ) the engine differentiates exactly.
 
 Environments are gymnasium's (``"FrozenLake-v1"``, ``"CliffWalking-v1"``,
-``"CartPole-v1"``); every random choice comes from an explicit seed.
+``"CartPole-v1"``); every random choice comes from an explicit seed.  As in
+:mod:`calcml.generative`, a ``seed`` or ``rng`` argument takes an int (or, where documented, a
+``numpy.random.Generator``); the defaults are fixed seeds (``seed=0``), ``rl.mlp`` needs its
+``rng``, and None — a generator seeded from the operating system — is refused with a
+TypeError.  The one exception is ``seed=None`` in ``rollout`` and ``play_episode``, which
+continues the stream of an environment already reset with a seed.
 """
 
 from .actor_critic import actor_critic, gae_advantages, td_targets

@@ -8,7 +8,8 @@ import numbers
 import numpy as np
 
 __all__ = ["check_gamma", "check_positive", "check_nonneg_int", "check_probability",
-           "make_env", "require_discrete_actions", "require_discrete_observations",
+           "as_generator", "check_seed", "check_env_seed", "make_env",
+           "require_discrete_actions", "require_discrete_observations",
            "require_box_observations", "rate_at"]
 
 
@@ -49,6 +50,60 @@ def check_nonneg_int(who, name, value, *, positive=False):
         bound = "a positive integer" if positive else "an integer >= 0"
         raise ValueError(f"{_where(who)}: {name} must be {bound}, got {value!r}")
     return int(value)
+
+
+def _is_int(x):
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def check_seed(who, seed, name="seed"):
+    """``seed`` as an int >= 0 (what both ``numpy.random.default_rng`` and gymnasium's
+    ``env.reset(seed=...)`` accept).
+
+    None is refused with a TypeError, as in :mod:`calcml.generative`: it would seed from the
+    operating system, and every result of :mod:`calcml.rl` is reproducible.
+    """
+    if not _is_int(seed):
+        hint = (" (None would seed from the operating system: not reproducible)"
+                if seed is None else "")
+        raise TypeError(f"{_where(who)}: {name} must be an int >= 0, got {seed!r}{hint}")
+    if seed < 0:
+        raise ValueError(f"{_where(who)}: {name} must be an int >= 0, got {seed!r}")
+    return int(seed)
+
+
+def as_generator(who, rng, name="rng"):
+    """A ``numpy.random.Generator`` from a Generator (returned as is) or an int seed >= 0.
+
+    None is refused with a TypeError (the convention of :mod:`calcml.generative`): every
+    result of :mod:`calcml.rl` is reproducible.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if not _is_int(rng):
+        hint = (" (None would seed from the operating system: not reproducible)"
+                if rng is None else "")
+        raise TypeError(f"{_where(who)}: {name} must be a numpy.random.Generator or an int "
+                        f"seed >= 0, got {rng!r}{hint}")
+    if rng < 0:
+        raise ValueError(f"{_where(who)}: {name} must be a numpy.random.Generator or an int "
+                         f"seed >= 0, got {rng!r}")
+    return np.random.default_rng(int(rng))
+
+
+def check_env_seed(who, env, seed):
+    """``seed`` for ``env.reset``: an int >= 0, or None to continue the environment's own
+    generator — refused (TypeError) for an environment that has never had one, whose
+    ``reset(seed=None)`` would seed from the operating system."""
+    if seed is None:
+        base = getattr(env, "unwrapped", env)
+        if getattr(base, "_np_random", True) is None:  # gymnasium: not seeded yet
+            raise TypeError(f"{_where(who)}: seed=None continues the environment's own "
+                            "random generator, but this environment has none yet (its reset "
+                            "would seed from the operating system: not reproducible); pass an "
+                            "int seed >= 0")
+        return None
+    return check_seed(who, seed)
 
 
 def rate_at(who, name, rate, k, *, allow_zero):

@@ -26,6 +26,7 @@ limit such as FrozenLake's 100 steps actually measures.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -405,7 +406,7 @@ def greedy_policy(Q):
     return np.argmax(Q, axis=1)
 
 
-def value_iteration(mdp, gamma, *, tol=1e-14, max_iter=1_000_000):
+def value_iteration(mdp, gamma, *, tol=1e-14, max_iter=None):
     r"""V*, Q* and an optimal policy by iterating the Bellman optimality backup.
 
     Parameters
@@ -414,18 +415,34 @@ def value_iteration(mdp, gamma, *, tol=1e-14, max_iter=1_000_000):
     gamma : float in [0, 1]
     tol : float > 0
         Stop when ``max_s |V_{k+1}(s) − V_k(s)| ≤ tol``.
-    max_iter : int
+    max_iter : int, optional
+        The most backups.  Default 1,000,000 for γ < 1 (the backup is a contraction: it
+        converges, after about ``log(tol / max|R|) / log γ`` backups — 837 for FrozenLake with
+        γ = 0.99) and 100,000 for γ = 1, where values need not converge (a policy that never
+        ends the episode and keeps collecting reward), so that such a case fails in a second
+        or two on a small MDP.
 
     Returns
     -------
     ValueIterationResult
+        ``converged`` is always True: reaching ``max_iter`` raises instead.
+
+    Raises
+    ------
+    RuntimeError
+        When ``max_iter`` backups did not bring the change below ``tol``; the message gives
+        γ, the iterations, the last change and ``max_s |V(s)|``.
 
     Notes
     -----
     .. math:: V_{k+1}(s) = \max_a \Big[R(s,a) + \gamma\sum_{s'} P(s'|s,a)\,V_k(s')\Big],
 
-    a γ-contraction; the greedy policy of the fixed point Q* is optimal.  Q-learning
-    (:func:`calcml.rl.q_learning`) is the sampled, model-free version of this backup.
+    a γ-contraction in the max norm for γ < 1; the greedy policy of the fixed point Q* is
+    optimal.  For γ = 1 the backup is only non-expanding: it converges when no policy can
+    keep collecting positive reward without ending the episode (FrozenLake, CliffWalking);
+    otherwise V grows without bound (or, on a cycle with rewards of both signs, oscillates).
+    Q-learning (:func:`calcml.rl.q_learning`) is the sampled, model-free version of this
+    backup.
 
     Examples
     --------
@@ -436,11 +453,17 @@ def value_iteration(mdp, gamma, *, tol=1e-14, max_iter=1_000_000):
     >>> r = rl.value_iteration(mdp, 0.9)
     >>> r.policy.tolist(), round(float(r.V[0]), 9)     # 1/(1 − 0.9) = 10 > 5
     ([0], 10.0)
+    >>> rl.value_iteration(mdp, 1.0, max_iter=1000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    RuntimeError: calcml.rl.value_iteration: no convergence with gamma=1.0 after ...
     """
     t0 = time.perf_counter()
     who = "value_iteration"
     gamma = check_gamma(who, gamma)
     tol = check_positive(who, "tol", tol)
+    if max_iter is None:  # γ < 1 always converges; γ = 1 may not, and should then fail fast
+        max_iter = 1_000_000 if gamma < 1.0 else 100_000
     max_iter = check_nonneg_int(who, "max_iter", max_iter, positive=True)
     V = np.zeros(mdp.n_states)
     gP = gamma * mdp.P
@@ -454,6 +477,18 @@ def value_iteration(mdp, gamma, *, tol=1e-14, max_iter=1_000_000):
         if d <= tol:
             converged = True
             break
+    if not converged:
+        if gamma == 1.0:
+            hint = ("with gamma = 1 the values grow without bound (or oscillate) when a policy "
+                    "can keep collecting reward without ending the episode: use gamma < 1")
+        else:  # a contraction: |V_k+1 − V_k| <= gamma^k |V_1 − V_0|
+            need = 1 + math.ceil(math.log(tol / res[0]) / math.log(gamma)) if gamma > 0 else 2
+            hint = (f"with gamma < 1 it converges, after about {need} backups "
+                    "(log(tol / first change) / log gamma)")
+        raise RuntimeError(f"calcml.rl.{who}: no convergence with gamma={gamma} after "
+                           f"max_iter={max_iter} backups: the last change max_s |V_k+1(s) - "
+                           f"V_k(s)| was {d:.6g} > tol={tol:g} (max_s |V(s)| = "
+                           f"{float(np.max(np.abs(V))):.6g}); {hint}, or raise max_iter or tol")
     Q = mdp.R + gP @ V
     return ValueIterationResult(V, Q, len(res), np.array(res), converged,
                                 time.perf_counter() - t0, greedy_policy(Q))

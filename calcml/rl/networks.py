@@ -15,15 +15,14 @@ import numpy as np
 
 import calcml as cm
 
-from ._validate import check_nonneg_int
+from ._validate import as_generator, check_nonneg_int
 
 __all__ = ["mlp", "NumpyForward"]
 
 _ACTIVATIONS = {"tanh": cm.nn.Tanh, "relu": cm.nn.ReLU, "sigmoid": cm.nn.Sigmoid}
 
 
-def mlp(in_features, out_features, hidden=(64,), *, activation="tanh", rng=None,
-        dtype=np.float64):
+def mlp(in_features, out_features, hidden=(64,), *, activation="tanh", rng, dtype=np.float64):
     """A multilayer perceptron ``in → hidden… → out`` as a :class:`calcml.nn.Sequential`.
 
     Parameters
@@ -33,8 +32,10 @@ def mlp(in_features, out_features, hidden=(64,), *, activation="tanh", rng=None,
         Widths of the hidden layers.
     activation : {"tanh", "relu", "sigmoid"}
         After every hidden layer (none after the last layer: it outputs logits or values).
-    rng : numpy.random.Generator or int, optional
-        Seeds every layer's initialisation (PyTorch's default uniform rule).
+    rng : numpy.random.Generator or int
+        Seeds every layer's initialisation (PyTorch's default uniform rule).  Required, as
+        in :func:`calcml.generative.mlp`: None (a generator seeded from the operating system,
+        not reproducible) is refused with a TypeError.
     dtype : floating dtype
 
     Examples
@@ -51,7 +52,7 @@ def mlp(in_features, out_features, hidden=(64,), *, activation="tanh", rng=None,
     sizes = [check_nonneg_int(who, "in_features", in_features, positive=True)]
     sizes += [check_nonneg_int(who, "hidden width", h, positive=True) for h in hidden]
     sizes.append(check_nonneg_int(who, "out_features", out_features, positive=True))
-    gen = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    gen = as_generator(who, rng)
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(cm.nn.Linear(a, b, rng=gen, dtype=dtype))

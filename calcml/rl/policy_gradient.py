@@ -32,8 +32,10 @@ import calcml as cm
 
 from ._random import UniformStream
 from ._validate import (
+    check_env_seed,
     check_gamma,
     check_nonneg_int,
+    check_seed,
     make_env,
     require_box_observations,
     require_discrete_actions,
@@ -245,9 +247,11 @@ def play_episode(env, forward, uniform, *, seed=0, max_steps=None, dtype=np.floa
         1-D observation → 1-D logits (e.g. :class:`~calcml.rl.NumpyForward`).
     uniform : callable
         ``uniform() -> float`` in [0, 1): the source of the action choices.
-    seed : int or None
-        Passed to ``env.reset`` (default 0).  None continues the environment's own generator,
-        for the episodes after a seeded first one (as the training loops do).
+    seed : int >= 0 or None, default 0
+        Passed to ``env.reset``.  None continues the environment's own generator, for the
+        episodes after a seeded first one (as the training loops do); on an environment that
+        has no generator yet it is refused with a TypeError, since ``reset`` would then seed
+        from the operating system.
     max_steps : int, optional
         Cut the episode here (counted as a truncation).
     dtype : dtype of the returned states
@@ -266,7 +270,7 @@ def play_episode(env, forward, uniform, *, seed=0, max_steps=None, dtype=np.floa
     >>> ep.states.shape == (len(ep) + 1, 4), ep.terminated
     (True, True)
     """
-    obs, _ = env.reset(seed=seed)
+    obs, _ = env.reset(seed=check_env_seed("play_episode", env, seed))
     states, actions, rewards = [obs], [], []
     limit = math.inf if max_steps is None else max_steps
     terminated = False
@@ -331,11 +335,11 @@ class _Loop:
             raise ValueError(f"calcml.rl.{who}: target_return must be a finite number or "
                              f"None, got {target_return!r}")
         self.target = None if target_return is None else float(target_return)
-        self.seed = seed
+        self.seed = check_seed(who, seed)
         self.dtype = _module_dtype(who, actor, "policy")
         _check_output(who, actor, self.n_obs, self.n_actions, "policy", self.dtype)
         self.forward = NumpyForward(actor)
-        self.uniform = UniformStream(np.random.default_rng(seed))
+        self.uniform = UniformStream(np.random.default_rng(self.seed))
         self.returns, self.lengths, self.losses, self.vlosses = [], [], [], []
         self.recent = deque(maxlen=self.window)
         self.solved = None
@@ -422,8 +426,9 @@ def reinforce(env, policy, optimizer, *, episodes=1000, gamma=0.99, baseline="me
         keep learning.
     baseline_optimizer : cm.optim transform or Optimizer
         Needed when ``baseline`` is a module.
-    seed : int
-        Seeds action sampling and ``env.reset(seed=seed)`` of the first episode.
+    seed : int >= 0, default 0
+        Seeds action sampling and ``env.reset(seed=seed)`` of the first episode (None is
+        refused with a TypeError: it would seed from the operating system).
     target_return : float, optional
         Stop once the mean return of the last ``window`` episodes reaches it (CartPole-v1's
         "solved" criterion is 475 over 100).

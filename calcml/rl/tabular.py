@@ -23,10 +23,12 @@ import numpy as np
 
 from ._random import UniformStream
 from ._validate import (
+    check_env_seed,
     check_gamma,
     check_nonneg_int,
     check_positive,
     check_probability,
+    check_seed,
     make_env,
     rate_at,
     require_discrete_actions,
@@ -239,8 +241,9 @@ def q_learning(env, episodes, *, alpha=0.1, gamma=0.99, epsilon=0.1, seed=0, q_i
         Discount factor.
     epsilon : float in [0, 1] or callable
         Exploration rate, or a schedule ``episode -> ε``.
-    seed : int
-        Seeds the agent's generator and ``env.reset(seed=seed)`` of the first episode.
+    seed : int >= 0, default 0
+        Seeds the agent's generator and ``env.reset(seed=seed)`` of the first episode
+        (None is refused with a TypeError: it would seed from the operating system).
     q_init : float or array (S, A)
         The initial table (a constant, or a table that is copied).
     max_steps : int, optional
@@ -275,6 +278,7 @@ def q_learning(env, episodes, *, alpha=0.1, gamma=0.99, epsilon=0.1, seed=0, q_i
     -13.0
     """
     who = "q_learning"
+    seed = check_seed(who, seed)
     env = make_env(who, env)
     n_states = require_discrete_observations(who, env)
     n_actions = require_discrete_actions(who, env)
@@ -391,10 +395,12 @@ def rollout(env, policy, *, seed=0, max_steps=None):
     env : gymnasium.Env or str
     policy : callable or array of int (S,)
         ``policy(obs) -> action``, or a table of actions per state.
-    seed : int or None
+    seed : int >= 0 or None, default 0
         Passed to ``env.reset`` (default 0, so that a run is reproducible).  None continues
-        the environment's own generator: use it only on an environment already reset with a
-        seed (as :func:`evaluate_policy` does after its first episode).
+        the environment's own generator, for an environment already reset with a seed (as
+        :func:`evaluate_policy` does after its first episode); on an environment that has
+        no generator yet (a fresh one, or an id) it is refused with a TypeError, since
+        ``reset`` would then seed from the operating system.
     max_steps : int, optional
         Stop after this many steps (default: the environment's time limit, and at most
         ``DEFAULT_MAX_STEPS``).
@@ -415,7 +421,7 @@ def rollout(env, policy, *, seed=0, max_steps=None):
     act = _policy_fn(who, policy, None if callable(policy) else env)
     limit = DEFAULT_MAX_STEPS if max_steps is None else \
         check_nonneg_int(who, "max_steps", max_steps, positive=True)
-    obs, _ = env.reset(seed=seed)
+    obs, _ = env.reset(seed=check_env_seed(who, env, seed))
     observations, actions, rewards = [obs], [], []
     terminated = truncated = False
     while len(actions) < limit:
@@ -438,8 +444,9 @@ def evaluate_policy(env, policy, *, episodes=1000, seed=12345, max_steps=None):
     env : gymnasium.Env or str
     policy : callable or array of int (S,)
     episodes : int > 0
-    seed : int
-        ``env.reset(seed=seed)`` at the first episode, so the evaluation is reproducible.
+    seed : int >= 0, default 12345
+        ``env.reset(seed=seed)`` at the first episode, so the evaluation is reproducible
+        (None is refused with a TypeError).
     max_steps : int, optional
         See :func:`rollout`.
 
@@ -455,6 +462,7 @@ def evaluate_policy(env, policy, *, episodes=1000, seed=12345, max_steps=None):
     0.0
     """
     who = "evaluate_policy"
+    seed = check_seed(who, seed)
     env = make_env(who, env)
     episodes = check_nonneg_int(who, "episodes", episodes, positive=True)
     if not callable(policy):

@@ -23,6 +23,7 @@ in standard errors) and as a whole (a χ² statistic with the estimated covarian
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ import numpy as np
 
 import calcml as cm
 
-from ._validate import check_gamma, check_nonneg_int
+from ._validate import as_generator, check_gamma, check_nonneg_int
 from .mdp import TabularMDP
 
 __all__ = ["random_episodic_mdp", "softmax_policy", "solve", "exact_objective",
@@ -48,9 +49,12 @@ def random_episodic_mdp(n_states=3, n_actions=2, *, terminal_prob=(0.15, 0.45), 
     Parameters
     ----------
     n_states, n_actions : int
-    terminal_prob : (low, high)
-        Pr(the step ends the episode | s, a) is drawn uniformly from this interval (> 0).
-    seed : int or numpy.random.Generator
+    terminal_prob : (low, high) or float
+        Pr(the step ends the episode | s, a) is drawn uniformly from this interval, with
+        ``0 < low <= high <= 1``; a single number p means the interval (p, p): every step
+        ends the episode with probability p.
+    seed : int or numpy.random.Generator, default 0
+        Source of all the random draws (None is refused: the MDP is reproducible).
 
     Returns
     -------
@@ -64,20 +68,40 @@ def random_episodic_mdp(n_states=3, n_actions=2, *, terminal_prob=(0.15, 0.45), 
     >>> mdp = rl.random_episodic_mdp(3, 2, seed=0)
     >>> bool(((mdp.terminal_prob >= 0.15) & (mdp.terminal_prob <= 0.45)).all())
     True
+    >>> rl.random_episodic_mdp(3, 2, terminal_prob=0.3).terminal_prob.round(12).tolist()
+    [[0.3, 0.3], [0.3, 0.3], [0.3, 0.3]]
     """
     who = "random_episodic_mdp"
     S = check_nonneg_int(who, "n_states", n_states, positive=True)
     A = check_nonneg_int(who, "n_actions", n_actions, positive=True)
-    lo, hi = terminal_prob
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ValueError(f"calcml.rl.{who}: terminal_prob must satisfy 0 < low <= high <= 1, "
-                         f"got {terminal_prob!r}")
-    rng = np.random.default_rng(seed)
+    lo, hi = _terminal_range(who, terminal_prob)
+    rng = as_generator(who, seed, "seed")
     q = rng.uniform(lo, hi, size=(S, A))
     P = rng.dirichlet(np.ones(S), size=(S, A)) * (1.0 - q)[..., None]
     R = rng.standard_normal((S, A))
     rho = rng.dirichlet(np.ones(S))
     return TabularMDP(P, R, rho)
+
+
+def _terminal_range(who, terminal_prob):
+    """``(low, high)`` from a pair or from one number p (the range (p, p)), checked."""
+    if _is_number(terminal_prob):
+        lo = hi = terminal_prob
+    elif (isinstance(terminal_prob, (tuple, list, np.ndarray)) and len(terminal_prob) == 2
+          and all(_is_number(v) for v in terminal_prob)):
+        lo, hi = terminal_prob
+    else:
+        raise ValueError(f"calcml.rl.{who}: terminal_prob must be a number p in (0, 1] or a "
+                         f"pair (low, high) of numbers, got {terminal_prob!r}")
+    lo, hi = float(lo), float(hi)
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"calcml.rl.{who}: terminal_prob must satisfy 0 < low <= high <= 1, "
+                         f"got {terminal_prob!r}")
+    return lo, hi
+
+
+def _is_number(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
 def softmax_policy(theta):
@@ -212,7 +236,8 @@ def sample_gradients(mdp, theta, gamma, n, *, rng=0, estimators=ESTIMATORS):
     gamma : float in [0, 1]
     n : int
         Trajectories (simulated together, vectorised over trajectories).
-    rng : int or numpy.random.Generator
+    rng : numpy.random.Generator or int, default 0
+        Source of the trajectories (None is refused: the estimates are reproducible).
     estimators : sequence of names from :data:`ESTIMATORS`
 
     Returns
@@ -247,7 +272,7 @@ def sample_gradients(mdp, theta, gamma, n, *, rng=0, estimators=ESTIMATORS):
     if np.any(mdp.terminal_prob <= 0):
         raise ValueError(f"calcml.rl.{who}: needs an MDP in which every step may end the "
                          f"episode; terminal probabilities {mdp.terminal_prob.tolist()}")
-    rng = np.random.default_rng(rng)
+    rng = as_generator(who, rng)
     S, A = mdp.n_states, mdp.n_actions
     pi = softmax_policy(theta)
     pi_cdf = np.cumsum(pi, axis=1)
@@ -373,7 +398,8 @@ def policy_gradient_check(mdp, theta, gamma, n=200_000, *, seed=0, estimators=ES
     gamma : float in [0, 1]
     n : int
         Trajectories.
-    seed : int
+    seed : int or numpy.random.Generator, default 0
+        Source of the trajectories (None is refused: the check is reproducible).
     estimators : sequence of names from :data:`ESTIMATORS`
 
     Returns
@@ -399,11 +425,12 @@ def policy_gradient_check(mdp, theta, gamma, n=200_000, *, seed=0, estimators=ES
     """
     t0 = time.perf_counter()
     gamma = check_gamma("policy_gradient_check", gamma)
+    rng = as_generator("policy_gradient_check", seed, "seed")
     J, g = exact_policy_gradient(theta, mdp, gamma)
     from .mdp import policy_evaluation_exact
 
     J_np = float(mdp.initial @ policy_evaluation_exact(mdp, softmax_policy(theta), gamma).V)
-    ret, samples = sample_gradients(mdp, theta, gamma, n, rng=seed, estimators=estimators)
+    ret, samples = sample_gradients(mdp, theta, gamma, n, rng=rng, estimators=estimators)
     checks = {e: _compare(v, g) for e, v in samples.items()}
     return PolicyGradientCheck(J, J_np, float(ret.mean()), float(ret.std(ddof=1) / np.sqrt(n)),
                                g, checks, n, time.perf_counter() - t0)
