@@ -254,7 +254,7 @@ def _auto_learning_rate(f, x, data):
 # -- minimize ------------------------------------------------------------------------------------
 
 def minimize(f, x0, method="gd", *, learning_rate=None, max_iter=1000, tol=1e-6, stop="update",
-             data=None, batch_size=None, sampling="shuffle", rng=None, callback=None,
+             data=None, batch_size=None, sampling="shuffle", rng=0, callback=None,
              progress=False, on_nonfinite="raise", keep_trajectory=True, **options):
     """Minimize a scalar function by gradient descent, SGD or any optimizer of ``cm.optim``.
 
@@ -298,8 +298,8 @@ def minimize(f, x0, method="gd", *, learning_rate=None, max_iter=1000, tol=1e-6,
     sampling : {"shuffle", "replace"}
         ``"shuffle"``: epochs of a fresh permutation, cut into full batches; ``"replace"``:
         i.i.d. uniform rows with replacement.
-    rng : int or numpy.random.Generator, optional
-        The seed or generator for the mini-batches (``None``: fresh entropy).
+    rng : int or numpy.random.Generator, default 0
+        The seed or generator for the mini-batches (a fixed default: runs repeat exactly).
     callback : callable, optional
         Called after each update as ``callback(intermediate)``, an :class:`OptimizeResult`
         with ``x``, ``fun`` (the loss at the point the gradient was taken), ``nit``,

@@ -395,3 +395,25 @@ def test_robbins_monro_other_schedules_and_partial_sums():
                                rtol=1e-12)
     assert [row[0] for row in scalar.table()] == [10, 100, 1000]
     assert an.robbins_monro(0.1).sum_sq_converges is False
+
+
+def test_default_seeds_make_estimates_and_runs_repeat_exactly():
+    # No OS entropy behind a default: two calls give bit-identical results.
+    A = np.diag([1.0, 3.0, 10.0])
+    f = lambda x: 0.5 * (x @ (A @ x))  # noqa: E731
+    x0 = np.ones(3)
+    for est in (cm.analysis.estimate_L, cm.analysis.estimate_mu):
+        a, b = est(f, x0), est(f, x0)
+        assert a.value == b.value and np.array_equal(a.vector, b.vector)
+    q1, q2 = cm.analysis.make_quadratic([1.0, 4.0]), cm.analysis.make_quadratic([1.0, 4.0])
+    assert np.array_equal(q1.A, q2.A) and np.array_equal(q1.b, q2.b)
+    X = np.random.default_rng(1).normal(size=(40, 2))
+    y = X @ np.array([1.0, -2.0])
+
+    def loss(w, batch):
+        Xb, yb = batch
+        return cm.mean((Xb @ w - yb) ** 2)
+
+    runs = [cm.optimize.minimize(loss, np.zeros(2), "sgd", learning_rate=0.05, data=(X, y),
+                                 batch_size=8, max_iter=30) for _ in range(2)]
+    assert np.array_equal(runs[0].x, runs[1].x)

@@ -58,14 +58,14 @@ class Quadratic:
         return 0.5 * (x @ (self.A @ x)) - self.b @ x
 
 
-def make_quadratic(eigenvalues, rng=None, dtype=np.float64):
+def make_quadratic(eigenvalues, rng=0, dtype=np.float64):
     """A quadratic ½ xᵀAx − bᵀx whose Hessian A has exactly the given eigenvalues.
 
     Parameters
     ----------
     eigenvalues : array_like
         The spectrum (positive for a strongly convex f).
-    rng : int or numpy.random.Generator, optional
+    rng : int or numpy.random.Generator, default 0
         For the random rotation U (QR of a Gaussian matrix) and b ~ N(0, I).
     dtype : dtype
         Of A and b (float32 gives a float32 objective).

@@ -216,7 +216,7 @@ def _lanczos(op, which_arpack, which, tol, max_iter, gen):
     return EigenEstimate(lam, r, v, which, "lanczos", n_hvp - 1, n_hvp, converged, tol)
 
 
-def estimate_L(f, x, *args, method="power", tol=1e-8, max_iter=1000, rng=None):
+def estimate_L(f, x, *args, method="power", tol=1e-8, max_iter=1000, rng=0):
     """Estimate L = λ_max(∇²f(x)), the local smoothness constant, from Hessian-vector products.
 
     Parameters
@@ -235,8 +235,9 @@ def estimate_L(f, x, *args, method="power", tol=1e-8, max_iter=1000, rng=None):
         ARPACK's relative accuracy of the Ritz value.
     max_iter : int
         The most iterations (ARPACK's ``maxiter`` for Lanczos).
-    rng : int or numpy.random.Generator, optional
-        Seed or generator for the random starting vector.
+    rng : int or numpy.random.Generator, default 0
+        Seed or generator for the random starting vector (a fixed default: the estimate
+        is the same on every call).
 
     Returns
     -------
@@ -272,7 +273,7 @@ def estimate_L(f, x, *args, method="power", tol=1e-8, max_iter=1000, rng=None):
     return EigenEstimate(lam, r, v, "largest", "power", it, op.n_matvec, ok, tol)
 
 
-def estimate_mu(f, x, *args, method="lanczos", L=None, tol=1e-8, max_iter=None, rng=None):
+def estimate_mu(f, x, *args, method="lanczos", L=None, tol=1e-8, max_iter=None, rng=0):
     """Estimate μ = λ_min(∇²f(x)), the strong-convexity constant, from Hessian-vector products.
 
     Parameters
@@ -290,8 +291,9 @@ def estimate_mu(f, x, *args, method="lanczos", L=None, tol=1e-8, max_iter=None, 
         ARPACK's.
     max_iter : int, optional
         The most iterations (default 10,000 for power iteration, ARPACK's own for Lanczos).
-    rng : int or numpy.random.Generator, optional
-        Seed or generator for the random starting vector.
+    rng : int or numpy.random.Generator, default 0
+        Seed or generator for the random starting vector (a fixed default: the estimate
+        is the same on every call).
 
     Returns
     -------
