@@ -697,10 +697,12 @@ def load_checkpoint(path, model=None, optimizer=None, *, rng=None, callbacks=())
 def minibatches(n, batch_size, rng=None, shuffle=True, drop_last=False):
     """Index arrays (or slices, unshuffled) of the mini-batches of one epoch over ``n`` rows.
 
-    With ``shuffle`` the order is ``rng.permutation(n)``: one draw from ``rng`` per epoch.
+    With ``shuffle`` the order is ``rng.permutation(n)``: one draw from ``rng`` per epoch.  Pass
+    the same Generator every epoch for a new order each time; an int seed (or None, seed 0)
+    gives the same order on every call.
     """
     if shuffle:
-        order = rng.permutation(n)
+        order = _resolve_rng(rng).permutation(n)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             if drop_last and len(idx) < batch_size:
@@ -771,7 +773,9 @@ def _resolve_loss(loss):
 def _resolve_rng(rng):
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or isinstance(rng, (int, np.integer)):
+    if rng is None:  # reproducible by default: the same batches on every run
+        return np.random.default_rng(0)
+    if isinstance(rng, (int, np.integer)):
         return np.random.default_rng(rng)
     raise TypeError(f"calcml.train: rng must be a numpy.random.Generator, an int seed or None, "
                     f"got {type(rng).__name__}")
@@ -860,7 +864,8 @@ def train(model, loss, optimizer, X, y, *, epochs=1, batch_size=32, validation_d
     shuffle : bool
         Draw a new permutation from ``rng`` every epoch (else batches in order).
     rng : numpy.random.Generator or int or None
-        The generator of the permutations (an int seeds one).  It is advanced in place.
+        The generator of the permutations (an int seeds one; None means seed 0, so an
+        unseeded run repeats exactly).  A Generator is advanced in place.
     metrics : str, function, list or dict of them
         ``f(y_true, y_pred) -> float`` on NumPy arrays; ``"accuracy"`` (argmax of class
         scores) is built in.  Logged as ``name`` (train, sample-weighted over batches) and

@@ -474,3 +474,37 @@ def test_load_checkpoint_refuses_a_different_model(tmp_path):
         q = tmp_path / "plain.npz"
         cm.train.save_state(q, {"w": np.zeros(2)})
         cm.train.load_checkpoint(q)
+
+
+_UNSEEDED = """
+import numpy as np, calcml as cm
+X = np.random.default_rng(3).normal(size=(48, 4)); y = (X[:, 0] > 0).astype(int)
+model = cm.nn.Sequential(cm.nn.Linear(4, 8), cm.nn.ReLU(), cm.nn.Dropout(0.2), cm.nn.Linear(8, 2))
+h = cm.train(model, cm.losses.cross_entropy, cm.optim.sgd(0.1), X, y, epochs=3, batch_size=8,
+             progress=False)
+print(repr(h["loss"]), repr(float(model[0].weight.data.sum())))
+"""
+
+
+def test_a_run_without_any_seed_repeats_exactly_in_a_new_process():
+    # rng=None everywhere (weights, dropout masks, batches): the same numbers on every run.
+    import subprocess
+    import sys
+
+    outs = [subprocess.run([sys.executable, "-c", _UNSEEDED], capture_output=True, text=True,
+                           check=True).stdout for _ in range(2)]
+    assert outs[0] == outs[1] and "nan" not in outs[0]
+
+
+def test_default_generator_manual_seed_and_minibatches_without_rng():
+    cm.nn.init.manual_seed(5)
+    a1, a2 = cm.nn.Linear(3, 3).weight.data, cm.nn.Linear(3, 3).weight.data
+    assert not np.array_equal(a1, a2)  # two layers made in turn differ
+    cm.nn.init.manual_seed(5)
+    assert np.array_equal(cm.nn.Linear(3, 3).weight.data, a1)
+    with pytest.raises(TypeError, match="manual_seed"):
+        cm.nn.init.manual_seed(-1)
+    b1 = list(cm.train.minibatches(10, 4))
+    b2 = list(cm.train.minibatches(10, 4, None))
+    assert all(np.array_equal(u, v) for u, v in zip(b1, b2))
+    assert sorted(np.concatenate(b1).tolist()) == list(range(10))

@@ -2,7 +2,10 @@ r"""Initialisers: arrays of a given shape drawn from an explicit random generato
 
 Every function returns a new NumPy array of ``shape`` and ``dtype``; the random ones draw from
 ``rng``, a ``numpy.random.Generator`` or an integer seed, so an initialisation is reproducible.
-``rng=None`` means a fresh generator seeded from the operating system (not reproducible).
+``rng=None`` draws from calcml.nn's *default generator*, seeded with a fixed number when calcml
+is imported (as PyTorch's default generator is): a script that builds its model without seeds
+still builds the same model on every run, and two layers made one after the other still
+differ.  :func:`manual_seed` restarts that generator.
 
 Fans follow PyTorch: for a weight of shape ``(out, in)`` ``fan_in = in`` and ``fan_out = out``;
 for more dimensions ``(out, in, *kernel)`` both are multiplied by the kernel size; a vector
@@ -36,15 +39,42 @@ from .. import backend
 
 __all__ = ["fans", "xavier_uniform", "xavier_normal", "glorot_uniform", "glorot_normal",
            "he_uniform", "he_normal", "kaiming_uniform", "kaiming_normal", "uniform", "normal",
-           "zeros", "ones", "as_generator"]
+           "zeros", "ones", "as_generator", "default_generator", "manual_seed"]
+
+_DEFAULT_SEED = 20261125
+_default = [np.random.default_rng(_DEFAULT_SEED)]
+
+
+def default_generator() -> np.random.Generator:
+    """The generator behind ``rng=None`` in calcml.nn (fixed seed at import)."""
+    return _default[0]
+
+
+def manual_seed(seed: int) -> np.random.Generator:
+    """Restart calcml.nn's default generator from ``seed``; returns it.
+
+    Examples
+    --------
+    >>> import calcml as cm
+    >>> _ = cm.nn.init.manual_seed(0); a = cm.nn.Linear(2, 2).weight.data
+    >>> _ = cm.nn.init.manual_seed(0); b = cm.nn.Linear(2, 2).weight.data
+    >>> bool((a == b).all())
+    True
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"calcml.nn.init.manual_seed: seed must be an int >= 0, got {seed!r}")
+    _default[0] = np.random.default_rng(int(seed))
+    return _default[0]
 
 
 def as_generator(rng=None) -> np.random.Generator:
     """``rng`` as a ``numpy.random.Generator``: a Generator is returned as is, an int seeds one,
-    None gives a generator seeded from the operating system."""
+    None gives calcml.nn's default generator (see :func:`manual_seed`)."""
     if rng is not None and not isinstance(rng, (np.random.Generator, int, np.integer)):
         raise TypeError(f"calcml.nn: rng must be a numpy.random.Generator, an int seed or None, "
                         f"got {type(rng).__name__}")
+    if rng is None:
+        return _default[0]
     return backend.rng(rng)
 
 

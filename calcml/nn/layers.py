@@ -43,7 +43,8 @@ class Linear(Module):
     bias : bool
         Whether to add a bias ``b``.
     rng : numpy.random.Generator or int, optional
-        Source of the initial weights (None: seeded from the operating system).
+        Source of the initial weights (None: calcml.nn's default generator, fixed seed at
+        import; see :func:`calcml.nn.init.manual_seed`).
     dtype : floating dtype
         Of the parameters (default float64).  A float32 layer stays float32.
     init : {"torch", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"}
@@ -232,7 +233,8 @@ class Dropout(Module):
     mode : {"inverted", "classic"}
         Where the correction for the dropped units goes (see Notes).
     rng : numpy.random.Generator or int, optional
-        Source of the masks (kept as ``self.generator``), so runs are reproducible.
+        Source of the masks (kept as ``self.generator``), so runs are reproducible (None:
+        calcml.nn's default generator).
 
     Attributes
     ----------
