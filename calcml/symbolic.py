@@ -195,7 +195,8 @@ SYMPY_FORMS = {
 
 #: Primitives whose own implementation is exact on object arrays of SymPy expressions.
 NATIVE = frozenset({
-    "add", "subtract", "multiply", "divide", "negative", "matmul", "einsum", "sum", "linear",
+    "add", "subtract", "multiply", "divide", "negative", "matmul", "einsum", "sum", "mean",
+    "linear",
     "reshape", "transpose", "broadcast_to", "concatenate", "getitem", "scatter_add",
 })
 

@@ -116,20 +116,33 @@ def _count(x, axis):
     return math.prod(s[a] for a in axis)
 
 
+def _mean_vjp(g, out, x, axis, keepdims):
+    return broadcast_to(_keep(g, x, axis, keepdims) * _reciprocal(_count(x, axis)), shape_of(x))
+
+
+_mean = defprim(
+    "mean", lambda x, axis, keepdims: x.mean(axis=axis, keepdims=keepdims),
+    vjps=(_mean_vjp,),
+    jvps=(lambda t, out, x, axis, keepdims: mean(t, axis=axis, keepdims=keepdims),),
+)
+
+
 def mean(x, axis=None, keepdims=False):
     """Arithmetic mean over ``axis``.
 
     Notes
     -----
-    mean = sum / n, so each element's derivative is 1/n.
+    mean = sum / n, so each element's derivative is 1/n: the reverse rule broadcasts g/n back
+    over the reduced axes.  A primitive of its own (one node, where sum-then-scale would record
+    two): every batch-mean loss ends in one.
     """
     if not isinstance(x, Box):
         return np.mean(x, axis=axis, keepdims=keepdims)
     axes = norm_axes(axis, ndim_of(x), "mean")
-    return sum(x, axis=axes, keepdims=keepdims) * _reciprocal(_count(x, axes))
+    return call(_mean, (x,), {"axis": axes, "keepdims": bool(keepdims)})
 
 
-register("mean", mean, _red_samples, primitive=False)
+register("mean", mean, _red_samples)
 
 
 def var(x, axis=None, ddof=0, keepdims=False):
