@@ -130,11 +130,13 @@ class Optimizer:
         updates, self.state, _ = run_update(self.transform, grads, self.state, data,
                                             own_updates=False, own_state=True)
         for p, d, u in zip(self.params, data, updates):
-            # CuPy arrays have no flags.writeable: they are always writeable
-            if type(d) is not np.ndarray or d.flags.writeable:
+            try:
                 d += u  # in place; same_kind casting keeps d's dtype
-            else:  # a read-only array (e.g. a broadcast view): replace it
-                p.data = (d + u).astype(d.dtype, copy=False)
+            except ValueError:
+                # CuPy arrays have no flags.writeable: they are always writeable
+                if type(d) is not np.ndarray or d.flags.writeable:
+                    raise
+                p.data = (d + u).astype(d.dtype, copy=False)  # read-only (a broadcast view)
 
     def zero_grad(self):
         """Set every parameter's ``.grad`` to None."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import run_update, transformation
+from .base import transformation
 
 __all__ = ["chain"]
 
@@ -46,18 +46,26 @@ def chain(*transforms):
     def init(params):
         return tuple(t.init(params) for t in transforms)
 
+    runs = tuple(getattr(t.update, "run", None) for t in transforms)
+
     def run(updates, state, params, own_updates, own_state):
-        if not isinstance(state, tuple) or len(state) != n or hasattr(state, "_fields"):
-            got = type(state).__name__
-            if isinstance(state, tuple):
-                got += f" of length {len(state)}"
-            raise ValueError(f"calcml.optim.chain: expected the state of a chain of {n} "
-                             f"transforms (a tuple of {n} states), got {got}")
+        if type(state) is not tuple or len(state) != n:  # (hasattr only off the hot path)
+            if not (isinstance(state, tuple) and len(state) == n
+                    and not hasattr(state, "_fields")):
+                got = type(state).__name__
+                if isinstance(state, tuple):
+                    got += f" of length {len(state)}"
+                raise ValueError(f"calcml.optim.chain: expected the state of a chain of {n} "
+                                 f"transforms (a tuple of {n} states), got {got}")
         new = []
         fresh = own_updates
-        for t, s in zip(transforms, state):
+        for t, link_run, s in zip(transforms, runs, state):
             # a link may overwrite what the previous link freshly allocated
-            updates, s, fresh = run_update(t, updates, s, params, fresh, own_state)
+            if link_run is None:  # a user's plain GradientTransformation: output not fresh
+                updates, s = t.update(updates, s, params)
+                fresh = False
+            else:
+                updates, s, fresh = link_run(updates, s, params, fresh, own_state)
             new.append(s)
         return updates, tuple(new), fresh
 
