@@ -710,3 +710,18 @@ def test_state_dict_is_a_snapshot_and_load_checks_it():
         opt.load_state_dict(bad)
     with pytest.raises(ValueError, match="missing"):
         opt.load_state_dict({k: v for k, v in sd.items() if k != "state.0.count"})
+
+
+def test_optimizer_step_replaces_a_read_only_parameter_array():
+    # a parameter whose data is a read-only view (np.broadcast_to) is replaced, not written
+    base = np.ones(3)
+    p = cm.tensor(np.broadcast_to(base, (2, 3)), requires_grad=True)
+    opt = cm.optim.Optimizer([p], cm.optim.sgd(0.5))
+    p.grad = np.full((2, 3), 2.0)
+    opt.step()
+    assert np.array_equal(p.data, np.zeros((2, 3))) and np.array_equal(base, np.ones(3))
+    q = cm.tensor(np.ones(2, dtype=np.float32), requires_grad=True)
+    opt = cm.optim.Optimizer([q], cm.optim.sgd(0.5))
+    q.grad = np.ones(2, dtype=np.float32)
+    opt.step()
+    assert q.data.dtype == np.float32 and np.array_equal(q.data, [0.5, 0.5])
