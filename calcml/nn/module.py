@@ -45,6 +45,8 @@ def as_input(x, dtype=np.float64):
     Lists, Python numbers and integer or boolean arrays become arrays of ``dtype`` (the
     layer's).
     """
+    if type(x) is Tensor:  # the usual input of every layer but the first
+        return x
     if isinstance(x, np.ndarray):
         return x if x.dtype.kind == "f" else x.astype(dtype)
     if isinstance(x, (list, tuple, int, float, bool, np.generic)):
