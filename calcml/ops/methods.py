@@ -133,7 +133,7 @@ def _array_function(self, func, types, args, kwargs):
     return fn(*args, **kwargs)
 
 
-def _operator(prim, reflected=False):
+def _operator(prim, reflected=False, same=None):
     """``self <op> other`` for a box ``self``: the higher of the two traces processes it.
 
     The common case of small models, a reverse-mode box over a plain array with a constant or
@@ -143,6 +143,8 @@ def _operator(prim, reflected=False):
     me = 1 if reflected else 0  # the argument position of ``self``
 
     def method(s, o):
+        if o is s and same is not None:  # x * x: one rule (2x), not two products and a sum
+            return same(s)
         if type(s) is ReverseBox:
             v = s._value
             t = s._trace
@@ -175,18 +177,12 @@ def _operator(prim, reflected=False):
     return method
 
 
-_mul_op = _operator(_mul)
-
-
-def _mul_method(s, o):
-    # x * x is a square: one rule (2x) instead of two products and an accumulation.
-    return E.square(s) if o is s else _mul_op(s, o)
 
 
 _METHODS = dict(
     __add__=_operator(_add), __radd__=_operator(_add, True),
     __sub__=_operator(_sub), __rsub__=_operator(_sub, True),
-    __mul__=_mul_method, __rmul__=_operator(_mul, True),
+    __mul__=_operator(_mul, same=E.square), __rmul__=_operator(_mul, True),
     __truediv__=_operator(_div), __rtruediv__=_operator(_div, True),
     __pow__=lambda s, o: E.power(s, o),
     __rpow__=lambda s, o: bind2(_pow, o, s, _EMPTY),
