@@ -12,6 +12,7 @@ import pytest
 
 import calcml as cm
 from calcml import backend
+from calcml._core.tree import flatten
 from calcml.optim.base import run_update
 
 O = cm.optim
@@ -134,10 +135,31 @@ def test_momentum_and_nesterov_by_hand():
         assert got == pytest.approx(expected, abs=1e-15), nesterov
 
 
-@pytest.mark.parametrize("rule", sorted(RULES))
+# chains whose links all work leaf by leaf (Optimizer.step runs them one parameter at a
+# time), and one with a link that needs the whole tree (clip_by_global_norm)
+CHAINS = {
+    "l2+momentum": lambda: O.chain(O.l2(0.1), O.sgd(0.05, momentum=0.9)),
+    "elastic_net+adam": lambda: O.chain(O.elastic_net(0.01, 0.1), O.adam(0.01)),
+    "l1+clip_by_value+rmsprop": lambda: O.chain(O.l1(0.01), O.clip_by_value(0.5),
+                                                O.rmsprop(0.01)),
+    "scale+identity+schedule": lambda: O.chain(O.scale(0.5), O.identity(),
+                                               O.scale_by_learning_rate(O.exponential_decay(
+                                                   0.1, 0.5, 2))),
+    "nested chains": lambda: O.chain(O.chain(O.trace(0.5), O.scale(2.0)),
+                                     O.adagrad(O.inverse_sqrt(0.1))),
+    "proximal_gradient": lambda: O.proximal_gradient(O.inverse_time_decay(0.1, 0.5), 0.3),
+    "clip_by_global_norm+nesterov": lambda: O.chain(O.clip_by_global_norm(0.5),
+                                                    O.sgd(0.05, momentum=0.8, nesterov=True)),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES) + sorted(CHAINS))
 def test_optimizer_binding_follows_the_functional_trajectory_bitwise(rule):
-    # Optimizer.step updates its state buffers in place; the numbers must not change.
-    make, _ = RULES[rule]
+    # Optimizer.step updates its state buffers in place, one parameter at a time where every
+    # link allows it; the numbers must not change.
+    make = RULES[rule][0] if rule in RULES else CHAINS[rule]
+    leafwise = "global_norm" not in rule
+    assert (make().update.start is not None) == leafwise
     theta0, grads = _tree(), _grad_seq(5)
     traj, state = _run(make(), theta0, grads)
     keys = sorted(theta0)
@@ -149,7 +171,15 @@ def test_optimizer_binding_follows_the_functional_trajectory_bitwise(rule):
         opt.step()
     for t, k in zip(tensors, keys):
         np.testing.assert_array_equal(t.data, traj[-1][k])
+        assert not np.array_equal(t.data, theta0[k])
+    # the step count advanced once per step, not once per parameter
     assert O.step_count(opt.state) == O.step_count(state) == 5
+    # and the state holds the functional one's numbers (over a list of the dict's leaves,
+    # in the dict's sorted key order)
+    got, want = flatten(opt.state)[0], flatten(state)[0]
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
 
 
 # --- purity of the functional API ------------------------------------------------------------
@@ -645,6 +675,27 @@ def test_optimizer_errors_and_missing_grads():
         O.Optimizer([w, w], O.sgd(0.1))
     with pytest.raises(TypeError, match="GradientTransformation"):
         O.Optimizer([w], O.constant(0.1))
+
+
+def test_optimizer_step_reports_a_parameter_whose_shape_changed():
+    w = cm.tensor(np.ones(3), requires_grad=True)
+    opt = O.Optimizer([w], O.adam(0.1))
+    w.data, w.grad = np.ones(4), np.ones(4)
+    with pytest.raises(ValueError, match=r"scale_by_adam.*\(4,\).*\(3,\)"):
+        opt.step()
+    np.testing.assert_array_equal(w.data, np.ones(4))  # nothing was written
+    assert opt.step_count == 0
+    w.data, w.grad = np.ones(3), np.ones(4)           # a gradient of the wrong shape
+    with pytest.raises(ValueError, match=r"\(4,\).*\(3,\)"):
+        opt.step()
+    # a stateless rule has nothing shaped to disagree with: the new shape is simply used
+    v = cm.tensor(np.ones(2), requires_grad=True)
+    opt = O.Optimizer([v], O.sgd(0.5))
+    v.data, v.grad = np.ones(5), np.ones(5)
+    opt.step()
+    v.grad = np.ones(5)
+    opt.step()
+    np.testing.assert_array_equal(v.data, np.zeros(5))
 
 
 @pytest.mark.parametrize("make", [

@@ -43,6 +43,16 @@ inside the same call.  :class:`~calcml.optim.Optimizer`, which holds its state p
 calls ``run`` with ``own_state=True`` and so updates the moment buffers in place, like a
 hand-written NumPy loop (its ``state_dict()`` returns copies).
 
+One leaf at a time
+------------------
+Most links treat every leaf on its own (all but :func:`~calcml.optim.clip_by_global_norm`).
+They are written once, as a per-leaf *kernel* (see :func:`leafwise`), and their ``run`` maps
+the kernel over the leaves.  A whole chain of such links is leafwise too, which lets
+:class:`~calcml.optim.Optimizer` finish each parameter (every link, then ``θ += u``) before
+it starts the next: the temporaries of one leaf are freed while they are still in cache,
+as in a NumPy loop ``for p, g in ...: p -= lr * g``, instead of a whole tree of updates
+being alive at once.  The step count advances once per step, in the kernel's ``finish``.
+
 The helpers below (validation of hyperparameters, matching a gradient tree against the tree
 a state was built for) are shared by all the transforms and give their error messages one
 shape: ``calcml.optim.<transform>: <what> must be ..., got <value>``.
@@ -63,6 +73,7 @@ from .._core.tree import unflatten as _unflatten
 __all__ = [
     "GradientTransformation",
     "transformation",
+    "leafwise",
     "run_update",
     "EmptyState",
     "apply_updates",
@@ -100,7 +111,7 @@ class GradientTransformation(NamedTuple):
     update: Callable[..., Any]
 
 
-def transformation(init, run):
+def transformation(init, run, start=None):
     """Make a :class:`GradientTransformation` from ``init`` and an ownership-aware ``run``.
 
     Parameters
@@ -110,12 +121,15 @@ def transformation(init, run):
     run : callable
         ``run(updates, state, params, own_updates, own_state) -> (updates, state, fresh)``;
         see the module docstring for the meaning of the flags.
+    start : callable, optional
+        The per-leaf form of the same transform (see :func:`leafwise`), when it has one.
 
     Returns
     -------
     GradientTransformation
         Its ``update(updates, state, params=None)`` is ``run`` with both flags False (pure);
-        ``update.run`` keeps ``run`` for :func:`run_update`.
+        ``update.run`` keeps ``run`` for :func:`run_update` and ``update.start`` keeps
+        ``start`` (or None).
     """
 
     def update(updates, state, params=None):
@@ -123,7 +137,59 @@ def transformation(init, run):
         return u, s
 
     update.run = run
+    update.start = start
     return GradientTransformation(init, update)
+
+
+def leafwise(name, init, start):
+    """Make a :class:`GradientTransformation` that treats every leaf on its own.
+
+    Parameters
+    ----------
+    name : str
+        The transform's name, for error messages.
+    init : callable
+        ``init(params) -> state``.
+    start : callable
+        ``start(state, params, own_state) -> (kernel, finish, ref)``, called once per update:
+        it checks the state and computes what the step shares across leaves (the step count,
+        a scheduled rate, bias corrections).
+
+        * ``kernel(i, g, p, own) -> (u, fresh)`` turns leaf ``i`` of the incoming updates
+          ``g`` (with ``p`` the matching parameter when ``ref`` is the parameters, else
+          None) into its outgoing update; ``own``
+          and ``fresh`` have the meaning of ``own_updates`` and ``fresh`` in ``run``.  With
+          ``own_state`` it updates the state's buffers of leaf ``i`` in place.
+        * ``finish() -> new_state``, once every leaf went through the kernel.
+        * ``ref``: ``(leaves, treedef, what)``, the tree the updates must match (the state's
+          buffers, ``what="state"``, or the parameters, ``what="params"``), or None.
+
+    Returns
+    -------
+    GradientTransformation
+        ``update.run`` maps the kernel over the leaves; ``update.start`` is ``start``, which
+        :func:`~calcml.optim.chain` and :class:`~calcml.optim.Optimizer` use to run a whole
+        chain one parameter at a time.
+    """
+
+    def run(updates, state, params, own_updates, own_state):
+        kernel, finish, ref = start(state, params, own_state)
+        if ref is None:
+            leaves, td = flatten(updates)
+        else:
+            leaves = match_tree(name, updates, ref[0], ref[1], what=ref[2])
+            td = ref[1]
+        # the kernels that read the parameters are those matched against them
+        p_leaves = ref[0] if ref is not None and ref[2] == "params" else (None,) * len(leaves)
+        out = []
+        fresh = True
+        for i, (g, p) in enumerate(zip(leaves, p_leaves)):
+            u, f = kernel(i, g, p, own_updates)
+            out.append(u)
+            fresh = fresh and f
+        return unflatten(td, out), finish(), fresh
+
+    return transformation(init, run, start)
 
 
 def run_update(transform, updates, state, params=None, own_updates=False, own_state=False):
@@ -157,7 +223,14 @@ def identity():
     def run(updates, state, params, own_updates, own_state):
         return updates, state, own_updates  # passes owned arrays through
 
-    return transformation(init, run)
+    def start(state, params, own_state):
+        return _pass_through, lambda: state, None
+
+    return transformation(init, run, start)
+
+
+def _pass_through(i, g, p, own):
+    return g, own
 
 
 def apply_updates(params, updates):
@@ -186,8 +259,15 @@ def apply_updates(params, updates):
     p_leaves, p_td = flatten(params)
     u_leaves = match_tree("apply_updates", updates, p_leaves, p_td, what="params",
                           label="updates")
-    # out= keeps each parameter's dtype and returns arrays (not NumPy scalars) for 0-d leaves.
-    out = [np.add(p, u, out=empty_like(p)) for p, u in zip(p_leaves, u_leaves)]
+    out = []
+    for p, u in zip(p_leaves, u_leaves):
+        if type(p) is np.ndarray and p.ndim:
+            r = p + u
+            if r.dtype is not p.dtype and r.dtype != p.dtype:  # rare: NumPy's casting rules
+                r = np.add(p, u, out=empty_like(p))
+        else:  # out= keeps p's dtype, and gives arrays (not NumPy scalars) for 0-d leaves
+            r = np.add(p, u, out=empty_like(p))
+        out.append(r)
     return unflatten(p_td, out)
 
 

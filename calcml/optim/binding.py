@@ -51,6 +51,14 @@ def _named_leaves(tree, prefix, out):
         out.append((prefix, tree))
 
 
+def _replace_read_only(p, d, u, exc):
+    """``p.data = d + u`` for a read-only ``d`` (a broadcast view); else re-raise ``exc``."""
+    # CuPy arrays have no flags.writeable: they are always writeable
+    if type(d) is not np.ndarray or d.flags.writeable:
+        raise exc
+    p.data = (d + u).astype(d.dtype, copy=False)
+
+
 class Optimizer:
     """Bind a :class:`~calcml.optim.GradientTransformation` to a list of Tensors.
 
@@ -109,34 +117,56 @@ class Optimizer:
         self.params = params
         self.transform = transform
         self.state = transform.init([p.data for p in params])
+        self._shapes = [p.data.shape for p in params]  # the shapes the state was made for
+        self._start = getattr(transform.update, "start", None)
 
     # --- the training loop ----------------------------------------------------------------
     def step(self):
         """Apply one update to every parameter, from the gradients in their ``.grad``."""
-        grads, any_grad = [], False
-        for p in self.params:
+        params = self.params
+        grads, data, any_grad, same = [], [], False, True
+        for p, shape in zip(params, self._shapes):
+            d = p.data
             g = p.grad
             if g is None:
-                d = p.data
                 g = backend.zeros(d.shape, d.dtype, like=d)
             else:
                 any_grad = True
             grads.append(g)
+            data.append(d)
+            if same and not (d.shape == shape and getattr(g, "shape", None) == shape):
+                same = False
         if not any_grad:
             raise RuntimeError("calcml.optim.Optimizer.step: no parameter has a gradient; "
                                "call loss.backward() before step()")
-        data = [p.data for p in self.params]
-        # The optimizer owns its state privately: the links update their buffers in place.
+        start = self._start
+        if start is not None and same:
+            # One parameter at a time: every link of the chain, then θ += u, so that each
+            # parameter's temporaries are freed before the next one's are made.  The
+            # optimizer owns its state, so the buffers are updated in place.
+            kernel, finish, _ = start(self.state, data, True)
+            for i in range(len(params)):
+                d = data[i]
+                u = kernel(i, grads[i], d, False)[0]
+                try:
+                    d += u  # in place; same_kind casting keeps d's dtype
+                except ValueError as exc:
+                    _replace_read_only(params[i], d, u, exc)
+                # freed now, so that the next parameter's update reuses this memory while it
+                # is still in cache (kept until the next kernel call, it would be cold)
+                del u
+            self.state = finish()
+            return
+        # The whole tree at once (a link such as clip_by_global_norm needs every leaf, or a
+        # shape changed, which the transform reports by name).
         updates, self.state, _ = run_update(self.transform, grads, self.state, data,
                                             own_updates=False, own_state=True)
-        for p, d, u in zip(self.params, data, updates):
+        for p, d, u in zip(params, data, updates):
             try:
-                d += u  # in place; same_kind casting keeps d's dtype
-            except ValueError:
-                # CuPy arrays have no flags.writeable: they are always writeable
-                if type(d) is not np.ndarray or d.flags.writeable:
-                    raise
-                p.data = (d + u).astype(d.dtype, copy=False)  # read-only (a broadcast view)
+                d += u
+            except ValueError as exc:
+                _replace_read_only(p, d, u, exc)
+        self._shapes = [d.shape for d in data]
 
     def zero_grad(self):
         """Set every parameter's ``.grad`` to None."""

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .base import EmptyState, flatten, nonneg, out_for, transformation, unflatten
+from .base import EmptyState, flatten, leafwise, nonneg, out_for, transformation, unflatten
 
 __all__ = ["global_norm", "clip_by_global_norm", "clip_by_value"]
 
@@ -121,9 +121,10 @@ def clip_by_value(max_value):
     def init(params):
         return EmptyState()
 
-    def run(updates, state, params, own_updates, own_state):
-        leaves, td = flatten(updates)
-        out = [np.clip(g, -c, c, out=out_for(g, own_updates)) for g in leaves]
-        return unflatten(td, out), state, True
+    def kernel(i, g, p, own):
+        return np.clip(g, -c, c, out=out_for(g, own)), True
 
-    return transformation(init, run)
+    def start(state, params, own_state):
+        return kernel, lambda: state, None
+
+    return leafwise(name, init, start)

@@ -24,7 +24,10 @@ def chain(*transforms):
 
     Notes
     -----
-    ``u = T_n(… T_2(T_1(g)))``; every link receives the same ``params``.  Order matters:
+    ``u = T_n(… T_2(T_1(g)))``; every link receives the same ``params``.  When every link
+    treats the leaves on their own (all but ``clip_by_global_norm``), so does the chain: its
+    ``update.start`` runs all the links on one leaf before the next (see
+    :func:`~calcml.optim.leafwise`).  Order matters:
     clipping before Adam bounds the gradient Adam sees, clipping after it bounds the step.
 
     Examples
@@ -49,14 +52,7 @@ def chain(*transforms):
     runs = tuple(getattr(t.update, "run", None) for t in transforms)
 
     def run(updates, state, params, own_updates, own_state):
-        if type(state) is not tuple or len(state) != n:  # (hasattr only off the hot path)
-            if not (isinstance(state, tuple) and len(state) == n
-                    and not hasattr(state, "_fields")):
-                got = type(state).__name__
-                if isinstance(state, tuple):
-                    got += f" of length {len(state)}"
-                raise ValueError(f"calcml.optim.chain: expected the state of a chain of {n} "
-                                 f"transforms (a tuple of {n} states), got {got}")
+        _check_chain_state(state, n)
         new = []
         fresh = own_updates
         for t, link_run, s in zip(transforms, runs, state):
@@ -69,4 +65,41 @@ def chain(*transforms):
             new.append(s)
         return updates, tuple(new), fresh
 
-    return transformation(init, run)
+    starts = tuple(getattr(t.update, "start", None) for t in transforms)
+    if any(s is None for s in starts):  # a link that needs the whole tree (global norm)
+        return transformation(init, run)
+
+    def start(state, params, own_state):
+        _check_chain_state(state, n)
+        kernels, finishes = [], []
+        for link_start, s in zip(starts, state):
+            kernel, finish, _ = link_start(s, params, own_state)
+            kernels.append(kernel)
+            finishes.append(finish)
+        if n == 1:
+            kernel = kernels[0]
+        elif n == 2:
+            k1, k2 = kernels
+
+            def kernel(i, g, p, own):
+                u, fresh = k1(i, g, p, own)
+                return k2(i, u, p, fresh)
+        else:
+            def kernel(i, g, p, own):
+                for k in kernels:
+                    g, own = k(i, g, p, own)
+                return g, own
+
+        return kernel, lambda: tuple(f() for f in finishes), None
+
+    return transformation(init, run, start)
+
+
+def _check_chain_state(state, n):
+    if type(state) is not tuple or len(state) != n:  # (hasattr only off the hot path)
+        if not (isinstance(state, tuple) and len(state) == n and not hasattr(state, "_fields")):
+            got = type(state).__name__
+            if isinstance(state, tuple):
+                got += f" of length {len(state)}"
+            raise ValueError(f"calcml.optim.chain: expected the state of a chain of {n} "
+                             f"transforms (a tuple of {n} states), got {got}")

@@ -33,15 +33,13 @@ from .base import (
     check_state,
     empty_like,
     flatten,
-    match_tree,
+    leafwise,
     need_params,
     next_count,
     nonneg,
     out_for,
     rate,
     rate_at,
-    transformation,
-    unflatten,
     zero_count,
 )
 
@@ -54,24 +52,23 @@ def _penalty(name, w1, w2):
     def init(params):
         return EmptyState()
 
-    def run(updates, state, params, own_updates, own_state):
+    def kernel(i, g, p, own):
+        if w1:
+            u = np.sign(p, out=empty_like(p))
+            u *= w1
+            if w2:
+                u += np.multiply(p, w2, out=empty_like(p))
+        else:
+            u = np.multiply(p, w2, out=empty_like(p))
+        u += g
+        return u, True
+
+    def start(state, params, own_state):
         need_params(name, params)
         p_leaves, td = flatten(params)
-        g_leaves = match_tree(name, updates, p_leaves, td, what="params")
-        out = []
-        for g, p in zip(g_leaves, p_leaves):
-            if w1:
-                u = np.sign(p, out=empty_like(p))
-                u *= w1
-                if w2:
-                    u += np.multiply(p, w2, out=empty_like(p))
-            else:
-                u = np.multiply(p, w2, out=empty_like(p))
-            u += g
-            out.append(u)
-        return unflatten(td, out), state, True
+        return kernel, lambda: state, (p_leaves, td, "params")
 
-    return transformation(init, run)
+    return leafwise(name, init, start)
 
 
 def l2(weight):
@@ -215,24 +212,27 @@ def proximal_l1(weight, learning_rate):
     def init(params):
         return ProximalL1State(zero_count(), np.asarray(rate_at(name, lr, 0)))
 
-    def run(updates, state, params, own_updates, own_state):
+    def start(state, params, own_state):
         check_state(name, state, ProximalL1State)
         need_params(name, params)
         k = int(state.count)
         a = rate_at(name, lr, k)
         thr = a * w
         p_leaves, td = flatten(params)
-        u_leaves = match_tree(name, updates, p_leaves, td, what="params")
-        out = []
-        for u, p in zip(u_leaves, p_leaves):
-            z = np.add(p, u, out=out_for(u, own_updates))  # the plain step's point
+
+        def kernel(i, u, p, own):
+            z = np.add(p, u, out=out_for(u, own))  # the plain step's point
             m = np.abs(z, out=empty_like(z))
             m -= thr
             np.maximum(m, 0.0, out=m)
             np.sign(z, out=z)
             z *= m                         # prox(z)
             z -= p                         # the update that apply_updates adds to θ
-            out.append(z)
-        return unflatten(td, out), ProximalL1State(next_count(k), np.asarray(a)), True
+            return z, True
 
-    return transformation(init, run)
+        def finish():
+            return ProximalL1State(next_count(k), np.asarray(a))
+
+        return kernel, finish, (p_leaves, td, "params")
+
+    return leafwise(name, init, start)

@@ -25,14 +25,13 @@ from .base import (
     check_state,
     empty_like,
     flatten,
-    match_tree,
+    leafwise,
     next_count,
     nonneg,
     out_for,
     rate,
     rate_at,
     real,
-    transformation,
     unflatten,
     unit,
     zero_count,
@@ -118,12 +117,13 @@ def scale(step_size):
     def init(params):
         return EmptyState()
 
-    def run(updates, state, params, own_updates, own_state):
-        leaves, td = flatten(updates)
-        out = [np.multiply(g, c, out=out_for(g, own_updates)) for g in leaves]
-        return unflatten(td, out), state, True
+    def kernel(i, g, p, own):
+        return np.multiply(g, c, out=out_for(g, own)), True
 
-    return transformation(init, run)
+    def start(state, params, own_state):
+        return kernel, lambda: state, None
+
+    return leafwise("scale", init, start)
 
 
 def scale_by_learning_rate(learning_rate, *, flip_sign=True):
@@ -160,21 +160,23 @@ def scale_by_learning_rate(learning_rate, *, flip_sign=True):
     def init(params):
         return ScaleByLearningRateState(zero_count(), np.asarray(rate_at(name, lr, 0)))
 
-    def run(updates, state, params, own_updates, own_state):
+    def start(state, params, own_state):
         check_state(name, state, ScaleByLearningRateState)
         k = int(state.count)
         a = rate_at(name, lr, k)
         step = sign * a
-        leaves, td = flatten(updates)
-        if own_updates:
-            out = [np.multiply(g, step, out=g) for g in leaves]
-        else:  # fresh arrays (a 0-d leaf through ``out=``, or NumPy would return a scalar)
-            out = [g * step if getattr(g, "ndim", 0) else np.multiply(g, step, out=empty_like(g))
-                   for g in leaves]
-        new = ScaleByLearningRateState(next_count(k), np.asarray(a))
-        return unflatten(td, out), new, True
 
-    return transformation(init, run)
+        def kernel(i, g, p, own):
+            if own:
+                return np.multiply(g, step, out=g), True
+            if getattr(g, "ndim", 0):
+                return g * step, True
+            # a 0-d leaf through ``out=``, or NumPy would return a scalar
+            return np.multiply(g, step, out=empty_like(g)), True
+
+        return kernel, lambda: ScaleByLearningRateState(next_count(k), np.asarray(a)), None
+
+    return leafwise(name, init, start)
 
 
 def trace(decay, nesterov=False):
@@ -204,30 +206,29 @@ def trace(decay, nesterov=False):
     def init(params):
         return TraceState(zeros_like_tree(params))
 
-    def run(updates, state, params, own_updates, own_state):
+    def start(state, params, own_state):
         check_state(name, state, TraceState)
         b_leaves, td = flatten(state.trace)
-        g_leaves = match_tree(name, updates, b_leaves, td)
-        new_b, out = [], []
-        for g, b0 in zip(g_leaves, b_leaves):
-            if getattr(g, "dtype", None) != b0.dtype:
-                g = as_dtype(g, b0.dtype)
+        new_b = list(b_leaves)
+
+        def kernel(i, g, p, own):
+            b = b_leaves[i]
+            if getattr(g, "dtype", None) != b.dtype:
+                g = as_dtype(g, b.dtype)
             if own_state:
-                b0 *= mu
-                b = b0
+                b *= mu
             else:
-                b = np.multiply(b0, mu, out=empty_like(b0))
+                b = new_b[i] = np.multiply(b, mu, out=empty_like(b))
             b += g
-            new_b.append(b)
             if nesterov:
                 u = np.multiply(b, mu, out=empty_like(b))
                 u += g
-                out.append(u)
-            else:
-                out.append(b)  # the update is the new buffer itself: not fresh
-        return unflatten(td, out), TraceState(unflatten(td, new_b)), nesterov
+                return u, True
+            return b, False  # the update is the new buffer itself: not fresh
 
-    return transformation(init, run)
+        return kernel, lambda: TraceState(unflatten(td, new_b)), (b_leaves, td, "state")
+
+    return leafwise(name, init, start)
 
 
 #: ``momentum(decay, nesterov=False)`` is :func:`trace` under the name users look for.
@@ -272,21 +273,22 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
     def init(params):
         return ScaleByAdamState(zero_count(), zeros_like_tree(params), zeros_like_tree(params))
 
-    def run(updates, state, params, own_updates, own_state):
+    def start(state, params, own_state):
         check_state(name, state, ScaleByAdamState)
         m_leaves, td = flatten(state.mu)
         v_leaves = flatten(state.nu)[0]
-        g_leaves = match_tree(name, updates, m_leaves, td)
+        new_m, new_v = list(m_leaves), list(v_leaves)
         k = int(state.count) + 1
         bc1 = 1.0 - b1**k
         bc2 = 1.0 - b2**k
-        new_m, new_v, out = [], [], []
-        for g, m0, v0 in zip(g_leaves, m_leaves, v_leaves):
+
+        def kernel(i, g, p, own):
+            m0, v0 = m_leaves[i], v_leaves[i]
             g = as_dtype(g, m0.dtype)
-            m = np.multiply(m0, b1, out=out_for(m0, own_state))
+            m = new_m[i] = np.multiply(m0, b1, out=out_for(m0, own_state))
             t = np.multiply(g, c1, out=empty_like(m0))
             m += t                         # m_k
-            v = np.multiply(v0, b2, out=out_for(v0, own_state))
+            v = new_v[i] = np.multiply(v0, b2, out=out_for(v0, own_state))
             np.multiply(g, g, out=t)
             t *= c2
             v += t                         # v_k
@@ -295,13 +297,14 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
             t += eps
             np.divide(m, t, out=t)
             t /= bc1                       # m̂_k / (√v̂_k + ε)
-            new_m.append(m)
-            new_v.append(v)
-            out.append(t)
-        new = ScaleByAdamState(next_count(k - 1), unflatten(td, new_m), unflatten(td, new_v))
-        return unflatten(td, out), new, True
+            return t, True
 
-    return transformation(init, run)
+        def finish():
+            return ScaleByAdamState(next_count(k - 1), unflatten(td, new_m), unflatten(td, new_v))
+
+        return kernel, finish, (m_leaves, td, "state")
+
+    return leafwise(name, init, start)
 
 
 def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0):
@@ -335,25 +338,26 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0):
     def init(params):
         return ScaleByRmsState(zeros_like_tree(params, v_init))
 
-    def run(updates, state, params, own_updates, own_state):
+    def start(state, params, own_state):
         check_state(name, state, ScaleByRmsState)
         v_leaves, td = flatten(state.nu)
-        g_leaves = match_tree(name, updates, v_leaves, td)
-        new_v, out = [], []
-        for g, v0 in zip(g_leaves, v_leaves):
+        new_v = list(v_leaves)
+
+        def kernel(i, g, p, own):
+            v0 = v_leaves[i]
             g = as_dtype(g, v0.dtype)
-            v = np.multiply(v0, decay, out=out_for(v0, own_state))
+            v = new_v[i] = np.multiply(v0, decay, out=out_for(v0, own_state))
             t = np.multiply(g, g, out=empty_like(v0))
             t *= c
             v += t                         # v_k
             np.sqrt(v, out=t)
             t += eps
             np.divide(g, t, out=t)         # g / (√v_k + ε)
-            new_v.append(v)
-            out.append(t)
-        return unflatten(td, out), ScaleByRmsState(unflatten(td, new_v)), True
+            return t, True
 
-    return transformation(init, run)
+        return kernel, lambda: ScaleByRmsState(unflatten(td, new_v)), (v_leaves, td, "state")
+
+    return leafwise(name, init, start)
 
 
 def scale_by_adagrad(eps=1e-10, initial_accumulator_value=0.0):
@@ -382,20 +386,24 @@ def scale_by_adagrad(eps=1e-10, initial_accumulator_value=0.0):
     def init(params):
         return ScaleByAdagradState(zeros_like_tree(params, v_init))
 
-    def run(updates, state, params, own_updates, own_state):
+    def start(state, params, own_state):
         check_state(name, state, ScaleByAdagradState)
         v_leaves, td = flatten(state.sum_of_squares)
-        g_leaves = match_tree(name, updates, v_leaves, td)
-        new_v, out = [], []
-        for g, v0 in zip(g_leaves, v_leaves):
+        new_v = list(v_leaves)
+
+        def kernel(i, g, p, own):
+            v0 = v_leaves[i]
             g = as_dtype(g, v0.dtype)
             t = np.multiply(g, g, out=empty_like(v0))
-            v = np.add(v0, t, out=out_for(v0, own_state))  # v_k
+            v = new_v[i] = np.add(v0, t, out=out_for(v0, own_state))  # v_k
             np.sqrt(v, out=t)
             t += eps
             np.divide(g, t, out=t)         # g / (√v_k + ε)
-            new_v.append(v)
-            out.append(t)
-        return unflatten(td, out), ScaleByAdagradState(unflatten(td, new_v)), True
+            return t, True
 
-    return transformation(init, run)
+        def finish():
+            return ScaleByAdagradState(unflatten(td, new_v))
+
+        return kernel, finish, (v_leaves, td, "state")
+
+    return leafwise(name, init, start)
