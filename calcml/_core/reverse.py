@@ -165,6 +165,8 @@ def backward_pass(root, seed):
     When the heap is empty and a node hands its cotangent to exactly one parent that had none
     yet (a chain, the usual case in a layer stack), that parent goes next without a heap push
     and pop: nothing else holds a cotangent, so no unvisited child of it can receive one.
+    Leaves (the parameters) never enter the heap: their gradients are summed where they
+    arrive.
     """
     grads = {root[0]: seed}
     leaves = {}
@@ -195,6 +197,12 @@ def backward_pass(root, seed):
                         if _shape(gi) != shape:
                             gi = sum_to(gi, shape)
                 ps = parent[0]
+                if parent[1] is None:  # a leaf: nothing above it to visit, only collect
+                    if ps in leaves:
+                        leaves[ps] = (parent, add(leaves[ps][1], gi))
+                    else:
+                        leaves[ps] = (parent, gi)
+                    continue
                 if ps in grads:
                     grads[ps] = add(grads[ps], gi)
                 else:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .. import ops
-from ..tensor import tensor
+from ..tensor import Tensor, tensor
 from . import init as _init
 from .module import Module, as_input
 
@@ -98,7 +98,8 @@ class Linear(Module):
         self.bias = parameter(b) if bias else None
 
     def forward(self, x):
-        x = as_input(x, self.weight.dtype)
+        if type(x) is not Tensor:  # (every layer but the first gets a Tensor)
+            x = as_input(x, self.weight.dtype)
         if self.bias is None:
             return ops.matmul(x, ops.transpose(self.weight))
         return ops.linear(x, self.weight, self.bias)  # x Wᵀ + b as one node

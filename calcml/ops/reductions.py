@@ -83,6 +83,9 @@ cotangent back over the reduced axes.
 """), _red_samples)
 
 
+_add_reduce = np.add.reduce
+
+
 def sum_to(g, shape):
     """Sum ``g`` down to ``shape`` (the adjoint of broadcasting ``shape`` up to ``g.shape``)."""
     if type(g) is np.ndarray:  # the common case: leading axes summed away (a bias)
@@ -90,8 +93,8 @@ def sum_to(g, shape):
         if gs == shape:
             return g
         n = len(gs) - len(shape)
-        if n > 0 and gs[n:] == shape:
-            return g.sum(axis=0) if n == 1 else g.sum(axis=tuple(range(n)))
+        if n > 0 and gs[n:] == shape:  # (add.reduce is what ndarray.sum calls, one frame less)
+            return _add_reduce(g, 0) if n == 1 else _add_reduce(g, tuple(range(n)))
     gs = tuple(shape_of(g))
     shape = tuple(shape)
     if gs == shape:
