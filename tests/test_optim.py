@@ -698,6 +698,47 @@ def test_optimizer_step_reports_a_parameter_whose_shape_changed():
     np.testing.assert_array_equal(v.data, np.zeros(5))
 
 
+def test_optimizer_step_refuses_before_touching_any_parameter():
+    # The parameter-by-parameter path must not leave some parameters (or buffers) updated
+    # when another one is refused: what it cannot check goes through the whole-tree path.
+    a = cm.tensor(np.ones(2), requires_grad=True)
+    b = cm.tensor(np.ones(2), requires_grad=True)
+    opt = O.Optimizer([a, b], O.chain(O.clip_by_value(0.5), O.sgd(0.1, momentum=0.9)))
+    a.grad, b.grad = np.ones(2), np.array([1, 1])   # an integer gradient for b
+    with pytest.raises(TypeError):
+        opt.step()
+    np.testing.assert_array_equal(a.data, np.ones(2))
+    assert opt.step_count == 0 and not np.any(flatten(opt.state)[0][0])
+    # a state assigned from outside is checked by name before anything moves
+    opt = O.Optimizer([a, b], O.adam(0.1))
+    good = opt.state
+    opt.state = O.adam(0.1).init([np.ones(2), np.ones((2, 3))])
+    a.grad, b.grad = np.ones(2), np.ones(2)
+    with pytest.raises(ValueError, match=r"scale_by_adam.*\(2, 3\)"):
+        opt.step()
+    np.testing.assert_array_equal(a.data, np.ones(2))
+    opt.state = good
+    opt.step()
+    assert opt.step_count == 1 and a.data[0] < 1.0
+    # a new transform assigned to .transform is the one used
+    opt.transform = O.adam(1.0)
+    opt.state = opt.transform.init([a.data, b.data])
+    before = a.data.copy()
+    opt.step()
+    np.testing.assert_allclose(before - a.data, 1.0, rtol=1e-6)
+
+
+def test_optimizer_step_with_tensors_sharing_memory_matches_the_whole_tree_rule():
+    # two tensors on one array: a penalty reads the parameters as they were before the step
+    x = np.array([1.0, 2.0])
+    t1, t2 = cm.Tensor(x, requires_grad=True), cm.Tensor(x, requires_grad=True)
+    opt = O.Optimizer([t1, t2], O.chain(O.l2(1.0), O.sgd(0.5)))
+    t1.grad, t2.grad = np.zeros(2), np.zeros(2)
+    opt.step()
+    # each tensor's update is -0.5 * 1.0 * x0, both added to the shared array
+    np.testing.assert_array_equal(x, [0.0, 0.0])
+
+
 @pytest.mark.parametrize("make", [
     lambda: O.adam(O.cosine_decay(0.05, 30)),
     lambda: O.chain(O.clip_by_global_norm(1.0), O.sgd(0.05, momentum=0.9, nesterov=True)),

@@ -117,15 +117,20 @@ class Optimizer:
         self.params = params
         self.transform = transform
         self.state = transform.init([p.data for p in params])
-        self._shapes = [p.data.shape for p in params]  # the shapes the state was made for
-        self._start = getattr(transform.update, "start", None)
+        self._checked(self.state, [p.data for p in params])
 
     # --- the training loop ----------------------------------------------------------------
     def step(self):
         """Apply one update to every parameter, from the gradients in their ``.grad``."""
         params = self.params
-        grads, data, any_grad, same = [], [], False, True
-        for p, shape in zip(params, self._shapes):
+        grads, data, any_grad = [], [], False
+        # The parameter-by-parameter path needs everything that could fail checked first,
+        # so that no parameter is updated when another one is refused: the state must be
+        # the one this optimizer made (not one assigned from outside), and every parameter
+        # and gradient must still have the shape and floating dtype that were checked.
+        layout = self._layout if self.state is self._state_checked else None
+        same = layout is not None
+        for i, p in enumerate(params):
             d = p.data
             g = p.grad
             if g is None:
@@ -134,12 +139,15 @@ class Optimizer:
                 any_grad = True
             grads.append(g)
             data.append(d)
-            if same and not (d.shape == shape and getattr(g, "shape", None) == shape):
-                same = False
+            if same:
+                shape, dt = layout[i]
+                if not (d.shape == shape and getattr(g, "shape", None) == shape
+                        and d.dtype == dt and getattr(g, "dtype", None) == dt):
+                    same = False
         if not any_grad:
             raise RuntimeError("calcml.optim.Optimizer.step: no parameter has a gradient; "
                                "call loss.backward() before step()")
-        start = self._start
+        start = getattr(self.transform.update, "start", None)
         if start is not None and same:
             # One parameter at a time: every link of the chain, then θ += u, so that each
             # parameter's temporaries are freed before the next one's are made.  The
@@ -155,10 +163,10 @@ class Optimizer:
                 # freed now, so that the next parameter's update reuses this memory while it
                 # is still in cache (kept until the next kernel call, it would be cold)
                 del u
-            self.state = finish()
+            self.state = self._state_checked = finish()
             return
-        # The whole tree at once (a link such as clip_by_global_norm needs every leaf, or a
-        # shape changed, which the transform reports by name).
+        # The whole tree at once: a link such as clip_by_global_norm needs every leaf, or
+        # something changed since the last check, which the transform reports by name.
         updates, self.state, _ = run_update(self.transform, grads, self.state, data,
                                             own_updates=False, own_state=True)
         for p, d, u in zip(params, data, updates):
@@ -166,7 +174,20 @@ class Optimizer:
                 d += u
             except ValueError as exc:
                 _replace_read_only(p, d, u, exc)
-        self._shapes = [d.shape for d in data]
+        self._checked(self.state, [p.data for p in params])
+
+    def _checked(self, state, data):
+        """Record the state and parameter layout that the whole-tree path has accepted.
+
+        Parameters that are not floating point, or that share memory (two tensors on one
+        array, where a penalty would read a neighbour's already-updated values), keep to the
+        whole-tree path.
+        """
+        self._state_checked = state
+        owners = {id(backend.owner(d)) for d in data}
+        ok = len(owners) == len(data) and all(
+            getattr(d, "dtype", None) is not None and d.dtype.kind == "f" for d in data)
+        self._layout = [(d.shape, d.dtype) for d in data] if ok else None
 
     def zero_grad(self):
         """Set every parameter's ``.grad`` to None."""
@@ -225,6 +246,7 @@ class Optimizer:
                           else np.array(a, copy=True))
         td = flatten(self.state)[1]
         self.state = unflatten(td, leaves)
+        self._checked(self.state, [p.data for p in self.params])
 
     def __repr__(self):
         shapes = [tuple(p.shape) for p in self.params]
