@@ -462,6 +462,7 @@ def bench_memory(steps=10_000):
 
 # -------------------------------------------------------------------------------------------
 
+CHAIN_TORCH_REF = 6.5  # us per op of PyTorch eager on the chain, where the goal was set
 GOALS = {  # workload: (kind, goal)  kind "us/op" = absolute, "x" = ratio to the NumPy floor
     "chain100": ("us/op", 2.5),
     "mlp_64_256_256_10": ("x", 1.3),
@@ -543,6 +544,13 @@ def report(results):
                 elif kind == "us/op":
                     extra = f"{t / N_CHAIN * 1e6:.2f} us/op"
                 lines.append(f"{name:24s} {impl:18s} {t * 1e6:10.1f}us {ratio:8.2f}x  {extra}")
+            if kind == "us/op" and "torch" in row and "calcml" in row:
+                # The goal is absolute, set where PyTorch eager took about 6.5 us per op: on
+                # a slower or faster machine, its ratio to PyTorch is the comparable number.
+                rel = row["calcml"][0] / row["torch"][0]
+                lines.append(f"{'':24s} calcml / torch = {rel:.2f} (the goal {goal} us/op "
+                             f"against PyTorch's 6.5 where it was set: "
+                             f"{goal / CHAIN_TORCH_REF:.2f})")
     return "\n".join(lines), ok_all
 
 
