@@ -76,7 +76,7 @@ class NonFiniteError(FloatingPointError):
 
     Attributes
     ----------
-    kind : {"loss", "gradient"}
+    kind : {"loss", "gradient", "val_loss"}
     epoch, batch, step : int
         1-based epoch and batch within the epoch; ``step`` counts optimizer steps taken
         before this one (the parameters hold the values after ``step`` steps).
@@ -651,7 +651,8 @@ def load_checkpoint(path, model=None, optimizer=None, *, rng=None, callbacks=())
     ------
     ValueError
         For a file that is not a calcml checkpoint, holds object arrays, or does not match
-        the given objects (names, shapes, dtypes, generator types).
+        the given objects (names, shapes, dtypes, generator types).  Nothing given is
+        changed then: what was already restored is put back.
     """
     d = load_state(path)
     fmt = str(d["__format__"][()]) if "__format__" in d else None
@@ -667,6 +668,47 @@ def load_checkpoint(path, model=None, optimizer=None, *, rng=None, callbacks=())
             i, _, rest = k[len("callback."):].partition(".")
             by_index.setdefault(int(i), {})[rest] = v
     cb_states = [by_index.get(i, {}) for i in range(max(by_index, default=-1) + 1)]
+    # All or nothing: what a refusal would leave half-restored is put back as it was.
+    undo = _snapshot(model, optimizer, rng, callbacks)
+    try:
+        _restore(model, optimizer, rng, callbacks, model_state, opt_state, rng_states,
+                 cb_states)
+    except BaseException:
+        _put_back(undo)
+        raise
+    return Checkpoint(int(d["epoch"]), int(d["step"]), History.from_arrays(d, "history."),
+                      bool(d["stopped"]), model_state, opt_state, cb_states, rng_states)
+
+
+def _snapshot(model, optimizer, rng, callbacks):
+    """Copies of everything ``load_checkpoint`` may change, and how to put each back."""
+    undo = []
+    if model is not None:
+        undo.append((model.load_state_dict, model.state_dict()))
+        for g in _module_generators(model).values():
+            undo.append((_set_bit_state(g), g.bit_generator.state))
+    if optimizer is not None:
+        undo.append((optimizer.load_state_dict, optimizer.state_dict()))
+    if rng is not None:
+        undo.append((_set_bit_state(rng), rng.bit_generator.state))
+    for cb in callbacks:
+        if hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict"):
+            undo.append((cb.load_state_dict, cb.state_dict()))
+    return undo
+
+
+def _set_bit_state(g):
+    def put(state):
+        g.bit_generator.state = state
+    return put
+
+
+def _put_back(undo):
+    for put, saved in undo:
+        put(saved)
+
+
+def _restore(model, optimizer, rng, callbacks, model_state, opt_state, rng_states, cb_states):
     if model is not None:
         model.load_state_dict(model_state)
         gens = _module_generators(model)
@@ -686,8 +728,6 @@ def load_checkpoint(path, model=None, optimizer=None, *, rng=None, callbacks=())
     for cb, s in zip(callbacks, cb_states):
         if s and hasattr(cb, "load_state_dict"):
             cb.load_state_dict(s)
-    return Checkpoint(int(d["epoch"]), int(d["step"]), History.from_arrays(d, "history."),
-                      bool(d["stopped"]), model_state, opt_state, cb_states, rng_states)
 
 
 # =========================================================================================
@@ -818,6 +858,15 @@ def _param_names(model, params):
     return names
 
 
+def _loss_value(L, what):
+    """The float value of a scalar loss, or a clear error for any other output."""
+    v = L.data if isinstance(L, Tensor) else L
+    if np.size(v) != 1:
+        raise ValueError(f"calcml.train: {what} must be a scalar, but the loss function "
+                         f"returned shape {tuple(np.shape(v))} (reduce it, e.g. with cm.mean)")
+    return float(v.reshape(()) if getattr(v, "ndim", 0) else v)
+
+
 def _evaluate(model, loss_fn, X, y, batch_size, metrics):
     """Loss (sample-weighted mean over batches) and metrics (on all predictions) in eval mode."""
     total, n = 0.0, len(X)
@@ -826,7 +875,7 @@ def _evaluate(model, loss_fn, X, y, batch_size, metrics):
         for i in range(0, n, batch_size):
             xb, yb = X[i:i + batch_size], y[i:i + batch_size]
             out = model(xb)
-            total += float(loss_fn(yb, out)) * len(xb)
+            total += _loss_value(loss_fn(yb, out), "the validation loss") * len(xb)
             if preds is not None:
                 preds.append(backend.to_numpy(out.data if isinstance(out, Tensor) else out))
     logs = {"loss": total / n}
@@ -941,6 +990,9 @@ def train(model, loss, optimizer, X, y, *, epochs=1, batch_size=32, validation_d
                          f"{n} and {len(y)}")
     if n == 0:
         raise ValueError("calcml.train: no training data (X has 0 rows)")
+    if drop_last and n < batch_size:
+        raise ValueError(f"calcml.train: with drop_last=True and batch_size={batch_size}, "
+                         f"the {n} rows of X make no full batch")
     val = None
     if validation_data is not None:
         if len(validation_data) != 2:
@@ -995,7 +1047,7 @@ def train(model, loss, optimizer, X, y, *, epochs=1, batch_size=32, validation_d
                 xb, yb = X[idx], y[idx]
                 out = model(xb)
                 L = loss_fn(yb, out)
-                value = float(L.data) if isinstance(L, Tensor) else float(L)
+                value = _loss_value(L, "the loss")
                 if check_finite and not math.isfinite(value):
                     raise NonFiniteError(
                         f"calcml.train: the loss is {value} at epoch {epoch}, batch {b} "
@@ -1037,6 +1089,12 @@ def train(model, loss, optimizer, X, y, *, epochs=1, batch_size=32, validation_d
                     model.eval()
                 vlogs = _evaluate(model, loss_fn, val[0], val[1], batch_size, metric_fns)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
+                if check_finite and not math.isfinite(vlogs["loss"]):
+                    raise NonFiniteError(
+                        f"calcml.train: the validation loss is {vlogs['loss']} after epoch "
+                        f"{epoch} (step {run.step}); check validation_data for NaN or inf",
+                        kind="val_loss", epoch=epoch, step=run.step, value=vlogs["loss"],
+                        history=history)
             logs["time"] = time.perf_counter() - t0
             try:
                 lr = optimizer.learning_rate

@@ -476,6 +476,44 @@ def test_load_checkpoint_refuses_a_different_model(tmp_path):
         cm.train.load_checkpoint(q)
 
 
+def test_a_refused_resume_changes_nothing(tmp_path):
+    # the checkpoint was made with Adam; resuming with SGD is refused after the model's
+    # weights and generators matched: they must be put back as they were
+    p = tmp_path / "ck.npz"
+    X, y = _classification()
+    cm.train(_mlp(0), cm.losses.cross_entropy, cm.optim.adam(0.01), X, y, epochs=2,
+             batch_size=16, rng=0, progress=False, checkpoint=p)
+    model = _mlp(5)
+    before = model.state_dict()
+    drop_state = model[2].generator.bit_generator.state
+    gen = np.random.default_rng(9)
+    gen_state = gen.bit_generator.state
+    with pytest.raises(ValueError, match="optimizer|keys"):
+        cm.train(model, cm.losses.cross_entropy, cm.optim.sgd(0.1), X, y, epochs=3,
+                 batch_size=16, rng=gen, progress=False, resume=p)
+    after = model.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert gen.bit_generator.state == gen_state
+    assert model[2].generator.bit_generator.state == drop_state
+
+
+def test_loss_and_batch_problems_are_named():
+    X, y = _regression(n=5)
+    with pytest.raises(ValueError, match=r"drop_last.*batch_size=8.*5 rows"):
+        cm.train(_linear(), cm.losses.mse, cm.optim.sgd(0.1), X, y, batch_size=8,
+                 drop_last=True, progress=False)
+    with pytest.raises(ValueError, match=r"calcml.train: the loss must be a scalar.*\(5, 1\)"):
+        cm.train(_linear(), lambda t, p: (p - t) ** 2, cm.optim.sgd(0.1), X, y, batch_size=8,
+                 progress=False)
+    Xv = X.copy()
+    Xv[1, 0] = np.nan
+    with pytest.raises(cm.train.NonFiniteError, match="validation loss is nan after epoch 1") \
+            as info:
+        cm.train(_linear(), cm.losses.mse, cm.optim.sgd(0.1), X, y, batch_size=8,
+                 validation_data=(Xv, y), early_stopping=1, progress=False)
+    assert info.value.kind == "val_loss" and info.value.epoch == 1
+
+
 _UNSEEDED = """
 import numpy as np, calcml as cm
 X = np.random.default_rng(3).normal(size=(48, 4)); y = (X[:, 0] > 0).astype(int)
