@@ -351,6 +351,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def fit(self, X, y):
         """Fit on ``X`` (n_samples, n_features) and class labels ``y``; returns ``self``."""
+        self._check_params()  # before validate_data records anything about this fit
         X, y = _validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         classes, Y = np.unique(y, return_inverse=True)
@@ -413,6 +414,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def fit(self, X, y):
         """Fit on ``X`` (n_samples, n_features) and targets ``y`` (n_samples,) or
         (n_samples, n_targets); returns ``self``."""
+        self._check_params()  # before validate_data records anything about this fit
         X, y = _validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
                               y_numeric=True)
         self._y_ndim = y.ndim
@@ -461,11 +463,14 @@ class LinearRegression(RegressorMixin, BaseEstimator):
     tol : float, default 1e-8
         Stop when every entry of the gradient (of the standardised problem) is at most
         ``tol`` in absolute value.  For ``"sgd"`` it is the gradient of the last batch.
+        Rounding bounds what a dtype can reach: the tolerance used is at least
+        ``100 * finfo(dtype).eps`` (1.2e-5 in float32, 2.2e-14 in float64).
     batch_size : int, default 32
     momentum : float, default 0.0
     random_state : int, RandomState, Generator or None
         For ``"sgd"``'s mini-batches.
     dtype : float64 or float32
+        The dtype of the training arithmetic and of ``predict``'s result.
 
     Attributes
     ----------
@@ -533,9 +538,9 @@ class LinearRegression(RegressorMixin, BaseEstimator):
     def fit(self, X, y):
         """Fit on ``X`` (n_samples, n_features) and ``y`` (n_samples,) or (n_samples,
         n_targets); returns ``self``."""
+        dtype = self._check_params()  # before validate_data records anything about this fit
         X, y = _validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
                               y_numeric=True)
-        dtype = self._check_params()
         X = X.astype(np.float64)
         Y = y.reshape(len(y), -1).astype(np.float64)
         n, d = X.shape
@@ -562,14 +567,15 @@ class LinearRegression(RegressorMixin, BaseEstimator):
             L_max = 2.0 * float(np.max(np.einsum("ij,ij->i", Z1, Z1)))
             lr = B / (L_max + (B - 1) * L)
 
-        model = nn.Linear(d, k, bias=bool(self.fit_intercept), dtype=dtype)
+        # (rng=0: the weights are set to zero next, so no generator of anyone's is drawn from)
+        model = nn.Linear(d, k, bias=bool(self.fit_intercept), dtype=dtype, rng=0)
         model.weight.data[...] = 0.0
         if model.bias is not None:
             model.bias.data[...] = 0.0
         model = nn.Sequential(model)
         # L = Σ_targets mean_rows (ŷ - t)²: each target is its own least-squares problem
         loss = (lambda yb, out: losses.mse(yb, out) * float(k))
-        conv = _GradientTolerance(float(self.tol))
+        conv = _GradientTolerance(max(float(self.tol), 100 * float(np.finfo(dtype).eps)))
         gd = self.solver == "gd"
         history = _train.train(
             model, loss, optim.sgd(lr, momentum=float(self.momentum)), Z, T,
@@ -590,6 +596,7 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         self.n_iter_ = len(history)
         self.loss_curve_ = list(history.train_loss)
         self.learning_rate_ = lr
+        self._dtype = dtype
         if not conv.converged:
             warnings.warn(f"LinearRegression: {self.solver} did not reach tol={self.tol} within "
                           f"max_iter={self.max_iter} epochs; increase max_iter",
@@ -600,7 +607,8 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         """``X @ coef_.T + intercept_``."""
         check_is_fitted(self)
         X = _validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return X.astype(np.float64) @ np.asarray(self.coef_).T + self.intercept_
+        out = X.astype(np.float64) @ np.asarray(self.coef_).T + self.intercept_
+        return out.astype(self._dtype, copy=False)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -278,3 +278,50 @@ def test_convergence_warning_and_n_iter():
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):
         clf = MLPClassifier((8,), max_iter=2, random_state=0).fit(X[:100] / 16, y[:100])
     assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2
+
+
+def test_a_refused_fit_leaves_the_estimator_as_it_was():
+    from sklearn.exceptions import NotFittedError
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    clf = MLPClassifier(alpha=-1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    # a fitted model refit with bad parameters on other data still predicts with its fit
+    clf = MLPClassifier((4,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    before = clf.predict(X)
+    clf.set_params(alpha=-1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        clf.fit(rng.normal(size=(40, 5)), y)
+    np.testing.assert_array_equal(clf.predict(X), before)
+    reg = LinearRegression(momentum=2.0)
+    with pytest.raises(ValueError, match="momentum"):
+        reg.fit(X, X[:, 0])
+    with pytest.raises(NotFittedError):
+        reg.predict(X)
+
+
+def test_linear_regression_float32_converges_and_draws_no_shared_generator():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.25
+    cm.nn.init.manual_seed(0)
+    expected = cm.nn.Linear(2, 2).weight.data.copy()
+    cm.nn.init.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        reg = LinearRegression(dtype=np.float32).fit(X, y)
+    # the fit drew nothing from calcml.nn's default generator
+    np.testing.assert_array_equal(cm.nn.Linear(2, 2).weight.data, expected)
+    assert reg.n_iter_ < 1000
+    np.testing.assert_allclose(reg.coef_, [1.0, -2.0, 0.5], atol=1e-4)
+    pred = reg.predict(X.astype(np.float32))
+    assert pred.dtype == np.float32
+    np.testing.assert_allclose(pred, y, atol=1e-3)
+    assert LinearRegression().fit(X, y).predict(X).dtype == np.float64

@@ -466,3 +466,13 @@ def test_backprop_input_grad_and_errors():
     assert r.bias_grads[0] is None
     with pytest.raises(ValueError, match=r"W_2 has shape \(1, 4\), expected \(out, 3\)"):
         nn.backprop([Ws[0], np.ones((1, 4))], bs, x, np.ones((5, 1)))
+
+
+def test_lists_and_numbers_take_the_layer_dtype_and_complex_input_is_refused():
+    lin = cm.nn.Linear(2, 3, rng=0, dtype=np.float32)
+    assert lin([[1.0, 2.0]]).dtype == np.float32
+    assert cm.nn.LayerNorm(2, dtype=np.float32)([[1.0, 2.0], [3.0, 5.0]]).dtype == np.float32
+    assert lin(np.array([[1, 2]])).dtype == np.float32             # integers too
+    assert lin(np.array([[1.0, 2.0]])).dtype == np.float64         # NumPy promotion for floats
+    with pytest.raises(TypeError, match=r"calcml.nn: .*complex128.*\(1, 2\)"):
+        lin(np.array([[1j, 2.0]]))

@@ -34,6 +34,23 @@ def _rel(a, b):
 
 # --- BatchNorm1d ----------------------------------------------------------------------------
 
+def test_batchnorm_running_stats_do_not_move_inside_a_transform():
+    # cm.grad / cm.check_grad through functional_call with traced γ: not a training step
+    bn = nn.BatchNorm1d(2)
+    x = np.arange(8.0).reshape(4, 2)
+    rm, rv = bn.running_mean.copy(), bn.running_var.copy()
+
+    def f(w):
+        return cm.sum(cm.square(nn.functional_call(bn, {"weight": w}, x)))
+
+    cm.grad(f)(np.ones(2))
+    cm.check_grad(f, np.ones(2))
+    np.testing.assert_array_equal(bn.running_mean, rm)
+    np.testing.assert_array_equal(bn.running_var, rv)
+    bn(x)  # an ordinary training-mode call still updates them
+    assert not np.array_equal(bn.running_mean, rm)
+
+
 def test_batchnorm_forward_and_running_stats_by_hand():
     bn = _bn(momentum=0.2)
     x1, x2 = RNG.normal(size=(8, 5)) * 2 + 1, RNG.normal(size=(8, 5)) - 3

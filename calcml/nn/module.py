@@ -48,11 +48,17 @@ def as_input(x, dtype=np.float64):
     if type(x) is Tensor:  # the usual input of every layer but the first
         return x
     if isinstance(x, np.ndarray):
-        return x if x.dtype.kind == "f" else x.astype(dtype)
-    if isinstance(x, (list, tuple, int, float, bool, np.generic)):
+        if x.dtype.kind == "f":
+            return x
+        a = x
+    elif isinstance(x, (list, tuple, int, float, bool, np.generic)):
         a = np.asarray(x)
-        return a if a.dtype.kind == "f" else a.astype(dtype)
-    return x
+    else:
+        return x
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"calcml.nn: a layer's input must be real numbers, got an array of "
+                        f"dtype {a.dtype} and shape {a.shape}")
+    return a.astype(dtype)
 
 
 def concrete(x):

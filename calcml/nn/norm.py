@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from ..tensor import Tensor
 from .layers import parameter
 from .module import Module, as_input, concrete
 
@@ -100,9 +101,11 @@ class BatchNorm1d(Module):
     evaluation y = γ (x - running_mean)/√(running_var + ε) + β, an affine map of x whose
     derivative is the chapter's γ/√(σ² + ε).
 
-    A (batch, features, length) input is normalized over axes 0 and 2, as in PyTorch.  Inside a
-    transform (``cm.grad`` of :func:`functional_call`) the running statistics are not updated:
-    the numbers of a traced value are not read.
+    A (batch, features, length) input is normalized over axes 0 and 2, as in PyTorch.  The
+    running statistics move only in an ordinary training-mode call: not when the input is
+    traced by a transform, and not when :func:`functional_call` puts arrays or traced values
+    in place of γ and β (``cm.grad``, ``cm.check_grad`` and its finite differences evaluate
+    the function many times, and must not move them).
 
     Examples
     --------
@@ -173,8 +176,9 @@ class BatchNorm1d(Module):
 
     def _update_running(self, x, axes, m):
         xc = concrete(x)
-        if xc is None:
-            return
+        if xc is None or (self.affine and not (isinstance(self.weight, Tensor)
+                                               and isinstance(self.bias, Tensor))):
+            return  # γ, β replaced by functional_call (arrays or traced): not a training step
         mom = self.momentum
         rm, rv = self.running_mean, self.running_var
         bm = xc.mean(axis=axes)
