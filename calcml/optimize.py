@@ -251,6 +251,17 @@ def _auto_learning_rate(f, x, data):
     return 1.0 / est.value
 
 
+def _is_int(v):
+    """An integer, not a bool (``True`` is no iteration count); integral floats are refused."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v):
+    """A real number, not a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+        v, (bool, np.bool_))
+
+
 # -- minimize ------------------------------------------------------------------------------------
 
 def minimize(f, x0, method="gd", *, learning_rate=None, max_iter=1000, tol=1e-6, stop="update",
@@ -282,9 +293,9 @@ def minimize(f, x0, method="gd", *, learning_rate=None, max_iter=1000, tol=1e-6,
         (``gd``, ``sgd``, ``momentum``, ``nesterov``) uses α = 1/L, L the largest eigenvalue
         of the Hessian at ``x0`` estimated by :func:`calcml.analysis.estimate_L`.
     max_iter : int
-        The most updates to take.
+        The most updates to take (a non-negative integer).
     tol : float or None
-        The stopping threshold; ``None`` runs all ``max_iter`` updates.
+        The stopping threshold, a finite number >= 0; ``None`` runs all ``max_iter`` updates.
     stop : {"update", "gradient"}
         ``"update"``: stop after the first update with ‖x_{k+1} − x_k‖ < tol (the chapter's
         rule); ``"gradient"``: stop at the first x_k with ‖∇f(x_k)‖ < tol, before updating.
@@ -294,7 +305,8 @@ def minimize(f, x0, method="gd", *, learning_rate=None, max_iter=1000, tol=1e-6,
     data : array or pytree of arrays, optional
         The samples, indexed along their first axis, handed to ``f`` as ``batch``.
     batch_size : int, optional
-        Rows per step; ``None`` uses all the data at every step (deterministic).
+        Rows per step (a positive integer, at most the number of samples); ``None`` uses all
+        the data at every step (deterministic).
     sampling : {"shuffle", "replace"}
         ``"shuffle"``: epochs of a fresh permutation, cut into full batches; ``"replace"``:
         i.i.d. uniform rows with replacement.
@@ -338,9 +350,11 @@ def minimize(f, x0, method="gd", *, learning_rate=None, max_iter=1000, tol=1e-6,
 
     which for ``"gd"`` is the chapter's x_{k+1} = x_k − α ∇f(x_k): on f(x) = x² the iterates
     are x_k = (1 − 2α)^k x₀.  The update norm ‖u_k‖ is ‖x_{k+1} − x_k‖.  With
-    ``stop="update"`` the run ends after update k if ‖u_k‖ < tol; with ``stop="gradient"``
-    it ends at x_k if ‖g_k‖ < tol.  The final point is evaluated once more (on all the
-    data) for ``fun`` and ``jac``.
+    ``stop="update"`` the run ends after update k if ‖u_k‖ < tol (the last update
+    k = ``max_iter`` included); with ``stop="gradient"`` it ends at x_k if ‖g_k‖ < tol.  The
+    final point is evaluated once more (on all the data) for ``fun`` and ``jac``; when the
+    updates ran out, that evaluation tests the gradient rule at x_K = x_{max_iter}, so a run
+    whose last iterate meets it is a success (``status`` 0) like one that stopped earlier.
 
     Examples
     --------
@@ -354,10 +368,14 @@ def minimize(f, x0, method="gd", *, learning_rate=None, max_iter=1000, tol=1e-6,
         raise ValueError(f"minimize: stop must be 'update' or 'gradient', got {stop!r}")
     if on_nonfinite not in ("raise", "stop"):
         raise ValueError(f"minimize: on_nonfinite must be 'raise' or 'stop', got {on_nonfinite!r}")
-    if tol is not None and not tol >= 0:
-        raise ValueError(f"minimize: tol must be a non-negative number or None, got {tol!r}")
-    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 0):
+    if tol is not None and not (_is_real(tol) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"minimize: tol must be a finite non-negative number or None, "
+                         f"got {tol!r}")
+    if not (_is_int(max_iter) and max_iter >= 0):
         raise ValueError(f"minimize: max_iter must be a non-negative integer, got {max_iter!r}")
+    if batch_size is not None and not (_is_int(batch_size) and batch_size >= 1):
+        raise ValueError(f"minimize: batch_size must be a positive integer or None, "
+                         f"got {batch_size!r}")
 
     x = _as_params(x0)
     single = _flatten(x)[1].kind == "leaf"
@@ -521,6 +539,12 @@ def minimize(f, x0, method="gd", *, learning_rate=None, max_iter=1000, tol=1e-6,
         return _finish_partial(res)
     losses.append(fun)
     grad_norms.append(jnorm)
+    if status == _STATUS_MAXITER and stop == "gradient" and tol is not None and jnorm < tol:
+        # the loop ran out at x_K = x_{max_iter} before testing it: the final evaluation is
+        # that test (the update rule, by contrast, is tested after every update, the last too)
+        status = _STATUS_CONVERGED
+        message = (f"Optimization terminated successfully: ‖∇f(x_{k})‖ = {_fmt(jnorm)}"
+                   f" < tol = {tol} after {k} iterations.")
     if status == _STATUS_MAXITER:
         message = (f"Maximum number of iterations reached (max_iter = {max_iter}) before the "
                    f"stopping rule ({stop} norm < tol = {tol}).")

@@ -94,6 +94,95 @@ def test_max_iter_reached_is_not_success():
     assert res.success and res.nit == 5
 
 
+def _same_run(a, b):
+    assert (a.nit, a.nfev, a.success, a.status, a.message) == (
+        b.nit, b.nfev, b.success, b.status, b.message)
+    for key in ("trajectory", "losses", "grad_norms", "update_norms", "x", "jac"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a.fun == b.fun
+
+
+def test_gradient_rule_met_at_max_iter_is_success():
+    # the free run stops at x_K; capping max_iter at K must give the same, successful run
+    x0, tol = np.array([1.0, -2.0]), 1e-3
+    free = minimize(quad_ex2, x0, learning_rate=0.1, tol=tol, stop="gradient")
+    assert free.success and free.status == 0 and free.nit == 38
+    capped = minimize(quad_ex2, x0, learning_rate=0.1, tol=tol, stop="gradient",
+                      max_iter=free.nit)
+    assert capped.grad_norms[-1] < tol
+    assert capped.success and capped.status == 0 and "terminated successfully" in capped.message
+    _same_run(capped, free)
+    assert len(capped.trajectory) == len(capped.losses) == len(capped.grad_norms) == 39
+    assert len(capped.update_norms) == 38 and capped.nfev == 39
+    # one update short, the rule does not hold yet: max_iter is reported
+    short = minimize(quad_ex2, x0, learning_rate=0.1, tol=tol, stop="gradient",
+                     max_iter=free.nit - 1)
+    assert short.grad_norms[-1] >= tol and not short.success and short.status == 1
+    # starting at the minimiser with no updates allowed: converged at x_0
+    res = minimize(quad_ex2, np.zeros(2), stop="gradient", max_iter=0)
+    assert res.success and res.status == 0 and res.nit == 0 and res.nfev == 1
+    assert res.losses.shape == res.grad_norms.shape == (1,) and res.update_norms.shape == (0,)
+    assert res.trajectory.shape == (1, 2)
+    # a mini-batch run: the final point's test is on all the data (its gradient is exactly 0)
+    X, y = linreg_data(n=8, d=2, noise=0.0)
+    w = np.linalg.lstsq(X, y, rcond=None)[0]
+    res = minimize(mse, w, "sgd", data=(X, y), batch_size=2, learning_rate=1e-12, tol=1e-6,
+                   stop="gradient", max_iter=0)
+    assert res.success and res.status == 0
+
+
+def test_update_rule_met_at_max_iter_is_success():
+    x0, tol = np.array([1.0, -2.0]), 1e-3
+    free = minimize(quad_ex2, x0, learning_rate=0.1, tol=tol, stop="update")
+    assert free.success and free.update_norms[-1] < tol
+    capped = minimize(quad_ex2, x0, learning_rate=0.1, tol=tol, stop="update",
+                      max_iter=free.nit)
+    _same_run(capped, free)
+    short = minimize(quad_ex2, x0, learning_rate=0.1, tol=tol, stop="update",
+                     max_iter=free.nit - 1)
+    assert not short.success and short.status == 1
+    # no update, nothing to test: the update rule cannot hold
+    res = minimize(quad_ex2, np.zeros(2), stop="update", max_iter=0)
+    assert not res.success and res.status == 1 and res.nit == 0
+
+
+@pytest.mark.parametrize("tol", ["a", float("nan"), float("inf"), -1e-3, True, [1e-3],
+                                 1 + 0j])
+def test_bad_tol_is_refused(tol):
+    with pytest.raises(ValueError, match=r"^minimize: tol must be a finite non-negative "
+                                         r"number or None, got "):
+        minimize(quad_ex1, 1.0, tol=tol)
+
+
+@pytest.mark.parametrize("tol", [0, 0.0, 1e-3, np.float32(1e-3), np.int64(0)])
+def test_good_tol_is_accepted(tol):
+    res = minimize(quad_ex1, 1.0, learning_rate=0.1, tol=tol, max_iter=5)
+    assert res.nit <= 5 and math.isfinite(res.fun)
+
+
+@pytest.mark.parametrize("max_iter", [10.0, 2.7, "5", True, -1, None])
+def test_bad_max_iter_is_refused(max_iter):
+    with pytest.raises(ValueError, match=r"^minimize: max_iter must be a non-negative "
+                                         r"integer, got "):
+        minimize(quad_ex1, 1.0, max_iter=max_iter)
+
+
+@pytest.mark.parametrize("batch_size", [2.7, 2.0, "2", True, 0, -1])
+def test_bad_batch_size_is_refused(batch_size):
+    data = (np.ones((4, 2)), np.ones(4))
+    with pytest.raises(ValueError, match=r"^minimize: batch_size must be a positive integer "
+                                         r"or None, got "):
+        minimize(mse, np.zeros(2), "sgd", data=data, batch_size=batch_size)
+
+
+def test_integer_batch_size_is_accepted():
+    X, y = linreg_data(n=8, d=2)
+    for batch_size in (2, np.int64(2)):
+        res = minimize(mse, np.zeros(2), "sgd", data=(X, y), batch_size=batch_size,
+                       learning_rate=0.1, tol=None, max_iter=3)
+        assert res.nit == 3
+
+
 def test_result_arrays_are_consistent():
     res = minimize(quad_ex2, np.array([1.0, 2.0]), learning_rate=0.2, tol=1e-9)
     assert isinstance(res, OptimizeResult)
