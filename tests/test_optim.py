@@ -696,6 +696,13 @@ def test_optimizer_step_reports_a_parameter_whose_shape_changed():
     v.grad = np.ones(5)
     opt.step()
     np.testing.assert_array_equal(v.data, np.zeros(5))
+    # ... but a gradient that would only broadcast into its parameter is refused
+    c = cm.tensor(np.ones((2, 3)), requires_grad=True)
+    opt = O.Optimizer([c], O.chain(O.clip_by_value(1.0), O.sgd(0.1)))
+    c.grad = np.ones((2, 1))
+    with pytest.raises(ValueError, match=r"Optimizer.step: the gradient shapes \[\(2, 1\)\]"):
+        opt.step()
+    np.testing.assert_array_equal(c.data, np.ones((2, 3)))
 
 
 def test_optimizer_step_refuses_before_touching_any_parameter():
@@ -817,3 +824,18 @@ def test_optimizer_step_replaces_a_read_only_parameter_array():
     q.grad = np.ones(2, dtype=np.float32)
     opt.step()
     assert q.data.dtype == np.float32 and np.array_equal(q.data, [0.5, 0.5])
+
+
+def test_step_counts_of_schedules_and_integer_parameters_get_named_errors():
+    for bad in (float("nan"), float("inf"), 2.5):
+        with pytest.raises(ValueError, match="step_decay: step_size must be an integer"):
+            O.step_decay(0.1, bad)
+    for bad in (None, "3"):
+        with pytest.raises(TypeError, match="step_decay: step_size must be an integer"):
+            O.step_decay(0.1, bad)
+    assert O.step_decay(0.1, 3.0, gamma=0.5)(3) == pytest.approx(0.05)
+    p = np.array([1, 2])
+    opt = O.adam(0.1)
+    u, _ = opt.update(np.ones(2), opt.init(p), p)
+    with pytest.raises(TypeError, match=r"apply_updates: parameter leaf 0 has dtype int64"):
+        O.apply_updates(p, u)

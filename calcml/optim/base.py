@@ -260,15 +260,25 @@ def apply_updates(params, updates):
     u_leaves = match_tree("apply_updates", updates, p_leaves, p_td, what="params",
                           label="updates")
     out = []
-    for p, u in zip(p_leaves, u_leaves):
+    for i, (p, u) in enumerate(zip(p_leaves, u_leaves)):
         if type(p) is np.ndarray and p.ndim:
             r = p + u
             if r.dtype is not p.dtype and r.dtype != p.dtype:  # rare: NumPy's casting rules
-                r = np.add(p, u, out=empty_like(p))
-        else:  # out= keeps p's dtype, and gives arrays (not NumPy scalars) for 0-d leaves
-            r = np.add(p, u, out=empty_like(p))
+                r = _add_in_dtype(i, p, u)
+        else:  # 0-d leaves and other backends
+            r = _add_in_dtype(i, p, u)
         out.append(r)
     return unflatten(p_td, out)
+
+
+def _add_in_dtype(i, p, u):
+    """``p + u`` in ``p``'s dtype (``out=`` also keeps a 0-d leaf an array, not a scalar)."""
+    kind = np.dtype(getattr(p, "dtype", np.float64)).kind
+    if kind not in "fc":
+        raise TypeError(f"calcml.optim.apply_updates: parameter leaf {i} has dtype "
+                        f"{p.dtype} and shape {tuple(np.shape(p))}; parameters must be "
+                        f"floating point (cast them, e.g. x.astype(float))")
+    return np.add(p, u, out=empty_like(p))
 
 
 # --- reading the state --------------------------------------------------------------------

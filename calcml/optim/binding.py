@@ -21,6 +21,7 @@ from .base import (
     GradientTransformation,
     current_learning_rate,
     flatten,
+    match_tree,
     run_update,
     step_count,
     unflatten,
@@ -166,7 +167,9 @@ class Optimizer:
             self.state = self._state_checked = finish()
             return
         # The whole tree at once: a link such as clip_by_global_norm needs every leaf, or
-        # something changed since the last check, which the transform reports by name.
+        # something changed since the last check, which the transform reports by name.  A
+        # gradient must have its parameter's shape (a stateless rule would broadcast it).
+        match_tree("Optimizer.step", grads, data, flatten(data)[1], what="parameters")
         updates, self.state, _ = run_update(self.transform, grads, self.state, data,
                                             own_updates=False, own_state=True)
         for p, d, u in zip(params, data, updates):

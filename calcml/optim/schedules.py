@@ -33,7 +33,10 @@ __all__ = [
 
 
 def _steps(name, what, value, allow_zero=False):
-    if isinstance(value, (bool, np.bool_)) or int(value) != value:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"calcml.optim.{name}: {what} must be an integer, got {value!r}")
+    if not math.isfinite(value) or int(value) != value:
         raise ValueError(f"calcml.optim.{name}: {what} must be an integer, got {value!r}")
     v = int(value)
     if v < 0 or (v == 0 and not allow_zero):
