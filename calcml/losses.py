@@ -58,6 +58,7 @@ from .ops import (
 )
 from .ops._base import Box, raw
 from .ops.reductions import softmax_cross_entropy
+from .tensor import Tensor
 
 __all__ = [
     "Loss", "MSE", "MAE", "BinaryCrossEntropy", "BinaryCrossEntropyWithLogits", "CrossEntropy",
@@ -109,9 +110,12 @@ def _float_pred(name, x, what="y_pred"):
 def _cast_like(name, y, like, what="y_true"):
     """A plain ``y`` cast to ``like``'s dtype (a traced or Tensor ``y`` is kept as it is)."""
     y = _as_array(y)
+    if type(y) is Tensor and y._node is None:  # a constant tensor: its data, cast as usual
+        y = y._value
     if isinstance(y, Box):
         if np.dtype(y.dtype).kind != "f":
-            raise TypeError(f"calcml.losses.{name}: {what} must be numeric; got {_desc(y)}")
+            raise TypeError(f"calcml.losses.{name}: {what} must be floating point when it is "
+                            f"traced or requires a gradient; got {_desc(y)}")
         return y
     if np.dtype(y.dtype).kind not in "biuf":
         raise TypeError(f"calcml.losses.{name}: {what} must be numeric; got {_desc(y)}")

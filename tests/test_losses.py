@@ -691,3 +691,11 @@ def test_bad_input_errors_name_the_loss_shapes_and_dtypes():
     _raises(TypeError, lambda: L.mse(), "mse", "missing")
     _raises(TypeError, lambda: L.huber(y3, y3, 1.0, delta=2.0), "huber", "twice")
     _raises(TypeError, lambda: L.huber(scale=1.0), "huber", "scale")
+
+
+def test_a_constant_integer_tensor_target_is_cast_like_an_array():
+    yp = cm.tensor(np.array([1.0, 3.0], dtype=np.float32), requires_grad=True)
+    loss = cm.losses.mse(cm.tensor(np.array([1, 2])), yp)
+    assert loss.dtype == np.float32 and float(loss) == pytest.approx(0.5)
+    loss.backward()
+    np.testing.assert_allclose(yp.grad, [0.0, 1.0])
