@@ -476,3 +476,21 @@ def test_lists_and_numbers_take_the_layer_dtype_and_complex_input_is_refused():
     assert lin(np.array([[1.0, 2.0]])).dtype == np.float64         # NumPy promotion for floats
     with pytest.raises(TypeError, match=r"calcml.nn: .*complex128.*\(1, 2\)"):
         lin(np.array([[1j, 2.0]]))
+
+
+def test_functional_call_replaces_a_tied_weight_everywhere():
+    a, b = cm.nn.Linear(2, 2, rng=0), cm.nn.Linear(2, 2, rng=1)
+    b.weight = a.weight  # tied: named_parameters() lists it once, as "0.weight"
+    model = cm.nn.Sequential(a, cm.nn.Tanh(), b)
+    x = np.linspace(-1, 1, 6).reshape(3, 2)
+    params = {n: t.data for n, t in model.named_parameters()}
+    assert "2.weight" not in params
+    g = cm.grad(lambda p: cm.sum(cm.nn.functional_call(model, p, x) ** 2))(params)
+    cm.sum(model(x) ** 2).backward()
+    assert type(g["0.weight"]) is np.ndarray
+    np.testing.assert_allclose(g["0.weight"], a.weight.grad, rtol=1e-12)
+    # naming both places also works, and the module is restored afterwards
+    w = np.zeros((2, 2))
+    out = cm.nn.functional_call(model, {"0.weight": w, "2.weight": w}, x)
+    np.testing.assert_allclose(out, np.broadcast_to(b.bias.data, (3, 2)))
+    assert model[2].weight is model[0].weight is a.weight

@@ -512,12 +512,21 @@ def _swapped(module, values):
     if unknown:
         raise ValueError(f"calcml.nn.functional_call: {type(module).__name__} has no parameter "
                          f"or buffer named {unknown}; it has {list(slots)}")
+    # A tensor used in several places (tied weights) is listed once by named_parameters():
+    # replacing it by that name replaces every place it is used.
+    uses, before = {}, {}
+    for name, m, attr, _kind in module._state_items():
+        before[name] = cur = m.__dict__[attr]
+        uses.setdefault(id(cur), []).append((m, attr))
     saved = []
     try:
         for k, v in values.items():
             m, attr = slots[k]
-            saved.append((m, attr, m.__dict__[attr]))
-            m.__dict__[attr] = v
+            cur = before[k]
+            places = uses[id(cur)] if cur is not None else [(m, attr)]
+            for m2, attr2 in places:
+                saved.append((m2, attr2, m2.__dict__[attr2]))
+                m2.__dict__[attr2] = v
         yield
     finally:
         for m, attr, old in reversed(saved):
