@@ -417,3 +417,82 @@ def test_default_seeds_make_estimates_and_runs_repeat_exactly():
     runs = [cm.optimize.minimize(loss, np.zeros(2), "sgd", learning_rate=0.05, data=(X, y),
                                  batch_size=8, max_iter=30) for _ in range(2)]
     assert np.array_equal(runs[0].x, runs[1].x)
+
+
+# -- regressions: indefinite and zero Hessians, Robbins–Monro edge cases -------------------------
+
+@pytest.mark.parametrize("diag", [[2.0, -10.0, 1.0], [-10.0, -9.0, -1.0], [-3.0, 3.0, 1.0]])
+def test_power_estimates_on_indefinite_and_negative_hessians(diag):
+    # the eigenvalue largest in magnitude is negative (or ±ρ): power iteration alone would
+    # report it as L, and L·I − H with that L as a shift is not ⪰ 0, so μ came out wrong
+    H = np.diag(diag)
+    f = lambda x: 0.5 * cm.sum(x * (H @ x))  # noqa: E731
+    lam_max, lam_min = max(diag), min(diag)
+    L = an.estimate_L(f, np.ones(3), method="power", rng=0)
+    assert L.value == pytest.approx(lam_max, rel=1e-7) and L.converged
+    np.testing.assert_allclose(H @ L.vector, lam_max * L.vector, atol=1e-6)
+    assert L.n_hvp >= L.n_iter and L.residual <= 1e-6
+    mu = an.estimate_mu(f, np.ones(3), method="power", rng=0)
+    assert mu.value == pytest.approx(lam_min, rel=1e-7) and mu.converged
+    np.testing.assert_allclose(H @ mu.vector, lam_min * mu.vector, atol=1e-6)
+    # the same as Lanczos
+    assert L.value == pytest.approx(an.estimate_L(f, np.ones(3), method="lanczos").value)
+    assert mu.value == pytest.approx(an.estimate_mu(f, np.ones(3)).value)
+    # an EigenEstimate passed as L is used as an upper bound (value + residual)
+    mu2 = an.estimate_mu(f, np.ones(3), method="power", L=L, rng=1)
+    assert mu2.value == pytest.approx(lam_min, rel=1e-7)
+
+
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_zero_hessian_gives_zero_curvature(method):
+    # a linear f: H = 0, so H v0 = 0 and ARPACK used to fail with "starting vector is zero"
+    f = lambda x: cm.sum(x)  # noqa: E731
+    for est in (an.estimate_mu(f, np.ones(3), method=method),
+                an.estimate_L(f, np.ones(3), method=method)):
+        assert est.value == 0.0 and est.residual == 0.0 and est.converged
+        assert est.method == method and est.n_hvp >= 1
+        assert np.linalg.norm(est.vector) == pytest.approx(1.0)
+
+
+def test_robbins_monro_sees_log_factors():
+    # 1/(k ln k): Σα = ∞ (Bertrand, q = 1), though the local exponent at 1e14 reads 1.03
+    klogk = an.robbins_monro(lambda k: 1 / ((k + 2) * np.log(k + 2)), horizon=10**4)
+    assert klogk.exponents[10**14] > 1.02  # what a plain exponent would decide on
+    assert klogk.exponent == pytest.approx(1.0, abs=1e-6)
+    assert klogk.log_exponent == pytest.approx(1.0, abs=1e-6)
+    assert klogk.sum_diverges and klogk.sum_sq_converges and klogk.satisfied
+    # 1/(k ln² k): Σα < ∞ (q = 2)
+    klog2k = an.robbins_monro(lambda k: 1 / ((k + 2) * np.log(k + 2) ** 2), horizon=10**4)
+    assert klog2k.log_exponent == pytest.approx(2.0, abs=1e-6)
+    assert not klog2k.sum_diverges and not klog2k.satisfied
+    # 1/(√k ln^{1/4} k): α² = 1/(k ln^{1/2} k), whose sum diverges
+    sq = an.robbins_monro(lambda k: 1 / (np.sqrt(k + 2) * np.log(k + 2) ** 0.25), horizon=10**4)
+    assert sq.exponent == pytest.approx(0.5, abs=1e-6) and sq.log_exponent == pytest.approx(0.25)
+    assert sq.sum_diverges and not sq.sum_sq_converges and not sq.satisfied
+    # a tail still in transition (βk ≈ 1 at 1e12) is not mistaken for a log factor
+    slow = an.robbins_monro(lambda k: 0.1 / (1 + 1e-12 * k), horizon=100)
+    assert slow.log_exponent == 0.0 and slow.satisfied
+    assert slow.to_dict()["log_exponent"] == 0.0
+
+
+def test_robbins_monro_refuses_bad_input():
+    with pytest.raises(ValueError, match=r"calcml\.analysis\.robbins_monro: the learning rate "
+                                         r"must be >= 0, got α_k = -0\.1 at k = 0"):
+        an.robbins_monro(lambda k: -0.1 / (1 + k))
+    # a sign flip beyond the exact horizon, seen by the exponent probes
+    with pytest.raises(ValueError, match=r"robbins_monro: .* >= 0, .* at k = 1000000000$"):
+        an.robbins_monro(lambda k: 0.1 if k < 10**9 else -0.1, horizon=100)
+    with pytest.raises(ValueError, match=r"calcml\.analysis\.robbins_monro: exponent_horizon "
+                                         r"must be at least 10000 .*got 50$"):
+        an.robbins_monro(lambda k: 0.1 / (1 + k), exponent_horizon=50)
+    assert an.robbins_monro(lambda k: 0.1 / (1 + k), horizon=100,
+                            exponent_horizon=10**4).sum_diverges
+    for bad in ("abc", None, [0.1]):
+        with pytest.raises(TypeError, match=r"calcml\.analysis\.robbins_monro: schedule must "
+                                            r"be a callable"):
+            an.robbins_monro(bad)
+    with pytest.raises(TypeError, match=r"robbins_monro: the schedule must return a real "
+                                        r"number, got 'x' at k = 0"):
+        an.robbins_monro(lambda k: "x", horizon=100)
+    with pytest.raises(ValueError, match=r"robbins_monro: tol must be"):
+        an.robbins_monro(0.1, tol=float("nan"))

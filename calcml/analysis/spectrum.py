@@ -10,7 +10,8 @@ gradient) for a few gradient evaluations whatever the dimension.
 * Power iteration: v ← Hv/‖Hv‖ converges to the eigenvector of the eigenvalue largest in
   magnitude (λ_max = L when H ⪰ 0) at the rate |λ₂/λ₁| per step, and the Rayleigh quotient
   vᵀHv at the rate |λ₂/λ₁|².  Applied to the shifted operator L·I − H (eigenvalues
-  L − λ_i ≥ 0) it gives L − μ, hence μ.
+  L − λ_i ≥ 0 for L ≥ λ_max) it gives L − μ, hence μ; applied to H + sI with s ≥ ρ(H) it
+  gives λ_max + s, which is how L is found when the dominant eigenvalue is negative.
 * Lanczos (ARPACK's implicitly restarted Lanczos through :func:`scipy.sparse.linalg.eigsh`, on
   a :class:`scipy.sparse.linalg.LinearOperator` whose ``matvec`` is the HVP): the extreme
   eigenvalues of a Krylov space, far fewer products than power iteration when the spectrum is
@@ -184,6 +185,31 @@ def _power(matvec, n, tol, max_iter, gen):
     return lam, v, r, it, False
 
 
+def _shifted_power(matvec, n, shift, sign, tol, max_iter, gen):
+    """Power iteration on A = shift·I + sign·H, reported for H: (λ, v, residual, it, converged).
+
+    With shift ≥ ρ(H) (the spectral radius) every eigenvalue shift + sign·λ_i of A is ≥ 0, so
+    the one largest in magnitude is the largest algebraically: λ_max(H) for sign = +1,
+    λ_min(H) for sign = −1.  λ = vᵀHv and the residual ‖Hv − λv‖ are those of H itself
+    (= ‖Av − (vᵀAv)v‖), and the loop stops once residual ≤ max(tol·|λ|, 100·eps·|shift|), the
+    floor being the rounding level of the shifted products (so that λ = 0 can converge).
+    """
+    v = _unit(gen.standard_normal(n))
+    lam, r, it = 0.0, np.inf, 0
+    for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported
+        hv = matvec(v)
+        lam = float(v @ hv)
+        r = float(np.linalg.norm(hv - lam * v))
+        if r <= max(tol * abs(lam), _ROUNDING * abs(shift)) or r == 0.0:
+            return lam, v, r, it, True
+        w = shift * v + sign * hv
+        nw = np.linalg.norm(w)
+        if nw == 0.0:  # Av = 0: v is an eigenvector of H for λ = −sign·shift
+            return lam, v, r, it, True
+        v = w / nw
+    return lam, v, r, it, False
+
+
 def _check_method(method, which):
     if method not in ("power", "lanczos"):
         raise ValueError(f"estimate_{which}: method must be 'power' or 'lanczos', got {method!r}")
@@ -196,7 +222,7 @@ def _exact_1d(op, which, tol):
 
 
 def _lanczos(op, which_arpack, which, tol, max_iter, gen):
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
     start = op.n_matvec
     v0 = gen.standard_normal(op.n)
@@ -208,6 +234,15 @@ def _lanczos(op, which_arpack, which, tol, max_iter, gen):
         if len(e.eigenvalues) == 0:
             raise
         vecs, converged = e.eigenvectors, False
+    except ArpackError:
+        # ARPACK's "starting vector is zero" (info −9) when H v0 = 0 for the random v0, i.e.
+        # H = 0 (a linear f): then every eigenvalue is 0, certified by the zero residual
+        v = _unit(v0)
+        w = op.matvec(v)
+        if np.linalg.norm(w) != 0.0:
+            raise
+        n_hvp = op.n_matvec - start
+        return EigenEstimate(0.0, 0.0, v, which, "lanczos", n_hvp - 1, n_hvp, True, tol)
     v = _unit(np.asarray(vecs[:, 0], dtype=np.float64))
     w = op.matvec(v)
     lam = float(v @ w)
@@ -248,9 +283,13 @@ def estimate_L(f, x, *args, method="power", tol=1e-8, max_iter=1000, rng=0):
     -----
     Power iteration: v_{t+1} = Hv_t/‖Hv_t‖, λ_t = v_tᵀHv_t.  The error of λ_t falls like
     (λ₂/λ₁)^{2t}.  It finds the eigenvalue largest in *magnitude*: for convex f (H ⪰ 0) that is
-    L; where H has a negative eigenvalue larger in magnitude than λ_max (a non-convex f) the
-    value is that negative eigenvalue, which the sign makes plain.  For f convex and
-    L-smooth, gradient descent with α ≤ 1/L converges (section 9.1); the value here is the
+    L.  When that eigenvalue λ is negative (a non-convex f whose most negative curvature
+    outweighs λ_max), or when a pair ±ρ keeps the iterate from settling (unconverged, with a
+    residual above |λ|), a second power iteration runs on the shifted operator H + sI with
+    s = |λ| + ‖Hv − λv‖ ≥ ‖Hv‖ ≈ ρ(H): its eigenvalues λ_i + s are ≥ 0, the largest is
+    λ_max + s, and the value reported is λ_max itself (``n_iter`` and ``n_hvp`` count both
+    runs, ``max_iter`` bounds each).  For f convex and L-smooth, gradient descent with
+    α ≤ 1/L converges (section 9.1); the value here is the
     curvature at ``x`` only, a global L for a quadratic (constant Hessian), a local one
     otherwise.
 
@@ -270,6 +309,14 @@ def estimate_L(f, x, *args, method="power", tol=1e-8, max_iter=1000, rng=0):
     if method == "lanczos":
         return _lanczos(op, "LA", "largest", tol, max_iter, gen)
     lam, v, r, it, ok = _power(op.matvec, op.n, tol, max_iter, gen)
+    if lam < 0.0 or (not ok and r > abs(lam)):
+        # the eigenvalue largest in magnitude is negative (H indefinite or negative definite,
+        # λ_max is elsewhere), or the iterate swings between ±ρ and never settles (λ ≈ 0
+        # with a residual ≈ ρ).  |λ| + r ≥ ‖Hv‖ ≈ ρ(H), so H + (|λ| + r)·I ⪰ 0 and its
+        # dominant eigenvalue is λ_max + |λ| + r: iterate on it from a fresh vector.
+        shift = abs(lam) + r
+        lam, v, r, it2, ok = _shifted_power(op.matvec, op.n, shift, 1.0, tol, max_iter, gen)
+        it += it2
     return EigenEstimate(lam, r, v, "largest", "power", it, op.n_matvec, ok, tol)
 
 
@@ -284,7 +331,10 @@ def estimate_mu(f, x, *args, method="lanczos", L=None, tol=1e-8, max_iter=None, 
         Lanczos (``scipy.sparse.linalg.eigsh(..., which="SA")`` on a ``LinearOperator`` of
         HVPs, the default), or power iteration on the shifted operator L·I − H.
     L : float or EigenEstimate, optional
-        The shift for ``method="power"`` (estimated with :func:`estimate_L` when omitted).
+        The shift for ``method="power"``, which must be ≥ λ_max(H).  An ``EigenEstimate``
+        gives ``value + residual`` (its Rayleigh quotient is ≤ λ_max, and λ_max lies within the
+        residual); omitted, it is estimated with :func:`estimate_L` (power iteration) in the
+        same way.
     tol : float
         Relative tolerance on the residual ‖Hv − μv‖ ≤ tol·|μ| (power iteration, with a floor
         of 100·eps·L, the rounding level of the products, so that μ = 0 can converge), or
@@ -302,7 +352,8 @@ def estimate_mu(f, x, *args, method="lanczos", L=None, tol=1e-8, max_iter=None, 
 
     Notes
     -----
-    The eigenvalues of L·I − H are L − λ_i ≥ 0, the largest being L − μ; power iteration finds
+    With L ≥ λ_max the eigenvalues of L·I − H are L − λ_i ≥ 0, so the one largest in magnitude
+    is L − μ, whatever the signs of the λ_i (an indefinite H gives μ < 0); power iteration finds
     it at the rate (L − λ_{n−1})/(L − μ) per step, slow when the small eigenvalues cluster,
     which is why Lanczos is the default.  μ > 0 certifies strong convexity at x (a
     μ-strongly convex f has ∇²f ⪰ μI everywhere); μ ≤ 0 means f is not strongly convex there
@@ -324,31 +375,17 @@ def estimate_mu(f, x, *args, method="lanczos", L=None, tol=1e-8, max_iter=None, 
     if method == "lanczos":
         return _lanczos(op, "SA", "smallest", tol, max_iter, gen)
     if L is None:
-        L = estimate_L(f, x, *args, tol=tol, rng=gen).value
-    shift = float(L)
+        L = estimate_L(f, x, *args, method="power", tol=tol, rng=gen)
+    # the shift must bound the spectrum above: an estimate's Rayleigh quotient is ≤ λ_max, so
+    # add its residual (λ_max lies within it), which makes L·I − H ⪰ 0
+    shift = float(L.value + L.residual) if isinstance(L, EigenEstimate) else float(L)
+    if not np.isfinite(shift):
+        raise ValueError(f"calcml.analysis.estimate_mu: L must be finite, got {shift}")
     max_iter = 10_000 if max_iter is None else max_iter
-
-    def shifted(v):
-        return shift * v - op.matvec(v)
-
-    v = _unit(gen.standard_normal(op.n))
-    lam, r, it, ok = 0.0, np.inf, 0, False
-    # Stop on the residual of H itself, relative to μ (not to L − μ): ‖Hv − μv‖ ≤ tol·|μ|.
-    for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported
-        w = shifted(v)
-        nu = float(v @ w)
-        lam = shift - nu
-        r = float(np.linalg.norm(w - nu * v))  # = ‖Hv − μv‖
-        # relative to μ, with a floor at the rounding level of the products (~eps·L), which
-        # is all that can be asked when μ = 0 (convex but not strongly convex)
-        if r <= max(tol * abs(lam), _ROUNDING * abs(shift)) or r == 0.0:
-            ok = True
-            break
-        nw = np.linalg.norm(w)
-        if nw == 0.0:
-            ok = True
-            break
-        v = w / nw
+    # Stop on the residual of H itself, relative to μ (not to L − μ): ‖Hv − μv‖ ≤ tol·|μ|,
+    # with a floor at the rounding level of the products (~eps·L), which is all that can be
+    # asked when μ = 0 (convex but not strongly convex).
+    lam, v, r, it, ok = _shifted_power(op.matvec, op.n, shift, -1.0, tol, max_iter, gen)
     return EigenEstimate(lam, r, v, "smallest", "power", it, op.n_matvec, ok, tol)
 
 
