@@ -168,21 +168,9 @@ def _power(matvec, n, tol, max_iter, gen):
     """Power iteration on a symmetric operator: (λ, v, residual, iterations, converged).
 
     λ is the Rayleigh quotient vᵀAv of the current unit vector, the residual ‖Av − λv‖, and the
-    loop stops once residual ≤ tol·|λ|.
+    loop stops once residual ≤ tol·|λ| (the unshifted case of :func:`_shifted_power`).
     """
-    v = _unit(gen.standard_normal(n))
-    lam, r, it = 0.0, np.inf, 0
-    for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported
-        w = matvec(v)
-        lam = float(v @ w)
-        r = float(np.linalg.norm(w - lam * v))
-        if r <= max(tol, _ROUNDING) * abs(lam) or r == 0.0:
-            return lam, v, r, it, True
-        nw = np.linalg.norm(w)
-        if nw == 0.0:  # Av = 0: v is an eigenvector of 0 and there is nothing larger to find
-            return 0.0, v, 0.0, it, True
-        v = w / nw
-    return lam, v, r, it, False
+    return _shifted_power(matvec, n, 0.0, 1.0, tol, max_iter, gen)
 
 
 def _shifted_power(matvec, n, shift, sign, tol, max_iter, gen):
@@ -191,8 +179,9 @@ def _shifted_power(matvec, n, shift, sign, tol, max_iter, gen):
     With shift ≥ ρ(H) (the spectral radius) every eigenvalue shift + sign·λ_i of A is ≥ 0, so
     the one largest in magnitude is the largest algebraically: λ_max(H) for sign = +1,
     λ_min(H) for sign = −1.  λ = vᵀHv and the residual ‖Hv − λv‖ are those of H itself
-    (= ‖Av − (vᵀAv)v‖), and the loop stops once residual ≤ max(tol·|λ|, 100·eps·|shift|), the
-    floor being the rounding level of the shifted products (so that λ = 0 can converge).
+    (= ‖Av − (vᵀAv)v‖), and the loop stops once residual ≤ max(tol·|λ|, 100·eps·|shift|)
+    (tol at least 100·eps), the floor being the rounding level of the shifted products (so
+    that λ = 0 can converge).
     """
     v = _unit(gen.standard_normal(n))
     lam, r, it = 0.0, np.inf, 0
@@ -200,7 +189,7 @@ def _shifted_power(matvec, n, shift, sign, tol, max_iter, gen):
         hv = matvec(v)
         lam = float(v @ hv)
         r = float(np.linalg.norm(hv - lam * v))
-        if r <= max(tol * abs(lam), _ROUNDING * abs(shift)) or r == 0.0:
+        if r <= max(max(tol, _ROUNDING) * abs(lam), _ROUNDING * abs(shift)) or r == 0.0:
             return lam, v, r, it, True
         w = shift * v + sign * hv
         nw = np.linalg.norm(w)
