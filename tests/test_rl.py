@@ -696,3 +696,23 @@ def test_docstring_examples(module):
     mod = importlib.import_module(f"calcml.rl.{module}")
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_numpy_forward_never_writes_into_the_observation():
+    net = cm.nn.Sequential(cm.nn.Tanh(), cm.nn.Linear(4, 2, rng=np.random.default_rng(0)),
+                           cm.nn.ReLU())
+    x = np.array([1.0, -2.0, 3.0, -4.0])
+    y = rl.NumpyForward(net)(x)
+    np.testing.assert_array_equal(x, [1.0, -2.0, 3.0, -4.0])
+    np.testing.assert_allclose(y, net(x[None]).data[0], rtol=1e-12)
+
+
+def test_policy_gradients_stop_on_a_non_finite_loss():
+    with pytest.raises(FloatingPointError, match=r"calcml.rl.reinforce: the policy loss is "
+                                                 r"nan at episode \d+"):
+        rl.reinforce("CartPole-v1", rl.mlp(4, 2, rng=0, activation="relu"),
+                     cm.optim.sgd(1e200), episodes=20, normalize=False, baseline=None)
+    with pytest.raises(FloatingPointError, match=r"calcml.rl.actor_critic: the (actor|critic)"):
+        rl.actor_critic("CartPole-v1", rl.mlp(4, 2, rng=0, activation="relu"),
+                        rl.mlp(4, 1, rng=1), cm.optim.sgd(1e200), cm.optim.sgd(1e-3),
+                        episodes=20)

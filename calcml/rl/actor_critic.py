@@ -186,10 +186,11 @@ def actor_critic(env, actor, critic, actor_optimizer, critic_optimizer, *, episo
         delta = targets - v[:-1]
         adv = delta if lam == 0.0 else gae_advantages(delta, gamma, lam)
         y = targets if critic_target == "td" else v[:-1] + adv  # held fixed
-        vloss = _step(copt, cm.mean((V[:T] - y.astype(V.dtype)) ** 2))
+        vloss = _step(copt, cm.mean((V[:T] - y.astype(V.dtype)) ** 2), "critic")
         w = adv
         if normalize and T > 1:
             w = (w - w.mean()) / (w.std() + 1e-8)
-        return _step(aopt, reinforce_loss(actor, batch.states[:-1], batch.actions, w)), vloss
+        return _step(aopt, reinforce_loss(actor, batch.states[:-1], batch.actions, w),
+                     "actor"), vloss
 
     return loop.run(update, callback)

@@ -148,7 +148,9 @@ class NumpyForward:
             with cm.no_grad():
                 out = self.module(np.asarray(x)[None])
             return np.asarray(out.data if isinstance(out, cm.Tensor) else out)[0]
-        h = x
+        # the activations work in place: one that comes first must not write into x (the
+        # caller's observation, which play_episode keeps as a recorded state)
+        h = x if self._ops and type(self._ops[0]) is tuple else np.array(x)
         for op in self._ops:
             if type(op) is tuple:
                 W, b = op

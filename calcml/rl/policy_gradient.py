@@ -358,7 +358,13 @@ class _Loop:
             batch = play_episode(self.env, self.forward, self.uniform,
                                  seed=self.seed if ep == 0 else None,
                                  max_steps=self.max_steps, dtype=self.dtype)
-            loss, vloss = update(batch)
+            try:
+                loss, vloss = update(batch)
+            except _NonFiniteLoss as e:
+                raise FloatingPointError(
+                    f"calcml.rl.{self.who}: the {e.what} loss is {e.value} at episode {ep + 1}; "
+                    f"training stopped before that update (the parameters are those after "
+                    f"episode {ep}); try a smaller learning rate") from None
             ret = float(batch.rewards.sum())
             steps += len(batch)
             self.returns.append(ret)
@@ -386,11 +392,23 @@ class _Loop:
                                     self.window)
 
 
-def _step(opt, loss):
+class _NonFiniteLoss(Exception):
+    """A loss was NaN or ±inf; the loop adds the episode and raises FloatingPointError."""
+
+    def __init__(self, what, value):
+        super().__init__(what, value)
+        self.what, self.value = what, value
+
+
+def _step(opt, loss, what):
+    """One optimizer step on ``loss`` (the ``what`` loss), refused before it if not finite."""
+    value = float(loss.data)
+    if not math.isfinite(value):
+        raise _NonFiniteLoss(what, value)
     opt.zero_grad()
     loss.backward()
     opt.step()
-    return float(loss.data)
+    return value
 
 
 _BASELINES = (None, "mean")
@@ -493,7 +511,7 @@ def reinforce(env, policy, optimizer, *, episodes=1000, gamma=0.99, baseline="me
         if value_net is not None:
             v = value_net(states)
             b = v.data[:, 0]
-            vloss = _step(vopt, cm.mean((v[:, 0] - G) ** 2))
+            vloss = _step(vopt, cm.mean((v[:, 0] - G) ** 2), "value baseline")
             w = G - b
         elif baseline == "mean":
             w = G - G.mean()
@@ -503,6 +521,6 @@ def reinforce(env, policy, optimizer, *, episodes=1000, gamma=0.99, baseline="me
             w = w / (w.std() + 1e-8)
         if discount_weights:
             w = w * gamma ** np.arange(T)
-        return _step(opt, reinforce_loss(policy, states, batch.actions, w)), vloss
+        return _step(opt, reinforce_loss(policy, states, batch.actions, w), "policy"), vloss
 
     return loop.run(update, callback)
