@@ -105,7 +105,7 @@ class Tensor(Box):
     def __init__(self, data, requires_grad=False):
         self._value = data
         self._trace = TENSOR_TRACE
-        self._node = leaf_node() if requires_grad else None
+        self._node = _leaf(data) if requires_grad else None
 
     # --- state ---------------------------------------------------------------------------
     @property
@@ -115,6 +115,9 @@ class Tensor(Box):
     @data.setter
     def data(self, value):
         self._value = value
+        node = self._node
+        if node is not None and node[1] is None:  # a leaf: its .grad follows the new dtype
+            node[2][1] = getattr(value, "dtype", None)
 
     @property
     def requires_grad(self):
@@ -124,7 +127,7 @@ class Tensor(Box):
     def requires_grad(self, flag):
         if flag and self._node is None:
             _check_float(self._value, "Tensor.requires_grad")
-            self._node = leaf_node()
+            self._node = _leaf(self._value)
         elif not flag and self._node is not None:
             if self._node[1] is not None:
                 raise RuntimeError("calcml.Tensor: requires_grad can only be turned off on a "
@@ -186,6 +189,13 @@ class Tensor(Box):
         for leaf, g in leaves.values():
             holder = leaf[2]
             prev = holder[0]
+            dt = holder[1] if len(holder) > 1 else None
+            if dt is not None:
+                gd = getattr(g, "dtype", dt)
+                if gd is not dt and gd != dt:
+                    g = g.astype(dt)  # a float32 leaf gets a float32 .grad, as in PyTorch
+            if type(g) is not np.ndarray and isinstance(g, np.generic):
+                g = np.asarray(g)  # a 0-d leaf: an array, not a NumPy scalar
             if prev is None:
                 if type(g) is np.ndarray and g.base is None:  # the usual fresh result
                     if not g.flags.writeable or id(g) in taken:
@@ -226,6 +236,13 @@ class Tensor(Box):
         body = np.array2string(backend.to_numpy(self._value), prefix="tensor(")
         extra = ", requires_grad=True" if self._node is not None else ""
         return f"tensor({body}{extra})"
+
+
+def _leaf(value):
+    """A leaf node whose gradient holder also records the dtype ``.grad`` is kept in."""
+    node = leaf_node()
+    node[2].append(getattr(value, "dtype", None))
+    return node
 
 
 def _check_float(v, fname):

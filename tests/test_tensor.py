@@ -239,3 +239,19 @@ def test_100k_op_tensor_chain_backward_and_graph_freed():
     assert ref() is not None  # the graph is kept while y refers to it
     del y
     assert ref() is None  # and freed with the last tensor that refers to it
+
+
+def test_grad_keeps_the_leaf_dtype_and_a_0d_grad_is_an_array():
+    w = cm.tensor(np.ones(2, np.float32), requires_grad=True)
+    (w * np.array([1.0, 2.0])).sum().backward()   # the product is float64 (NumPy promotion)
+    assert w.grad.dtype == np.float32
+    np.testing.assert_array_equal(w.grad, [1.0, 2.0])
+    (w * np.array([1.0, 2.0])).sum().backward()   # accumulation keeps it too
+    assert w.grad.dtype == np.float32
+    w.data = np.zeros(2)                          # new data of another dtype: .grad follows
+    w.grad = None
+    (w * 3.0).sum().backward()
+    assert w.grad.dtype == np.float64
+    s = cm.tensor(3.0, requires_grad=True)
+    (s * s).backward()
+    assert type(s.grad) is np.ndarray and s.grad.shape == () and float(s.grad) == 6.0
