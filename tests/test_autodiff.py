@@ -738,3 +738,15 @@ def test_numpy_semantics_of_concatenate_none_bool_and_empty_reductions():
     assert bool(cm.tensor(0.0)) is False and bool(cm.tensor(2.0)) is True
     with np.errstate(invalid="ignore"):
         assert np.isnan(cm.grad(lambda x: cm.var(x, ddof=1))(np.array([1.0]))).all()
+
+
+def test_batched_forward_mode_through_clip_with_bounds_that_widen_the_output():
+    x = np.linspace(-2.0, 2.0, 5)
+    lo = np.full((2, 1), -1.0)   # the output is (2, 5): the bounds broadcast x up
+
+    def f(x):
+        return cm.clip(x, lo, 1.0)
+
+    np.testing.assert_array_equal(cm.jacobian(f, mode="fwd")(x), cm.jacobian(f, mode="rev")(x))
+    H = cm.hessian(lambda x: cm.sum(cm.clip(x, lo, 1.0) ** 2))(x)
+    np.testing.assert_allclose(H, np.diag([0.0, 4.0, 4.0, 4.0, 0.0]))

@@ -67,7 +67,12 @@ class ForwardTrace:
                 rule = jvps[0]
                 if rule is None:
                     return out
-                tout = rule(a._tangent, out, v, **params)  # elementwise: same shape as v
+                t = a._tangent
+                if prim.broadcasts and self.batch_shape:  # clip: bounds may widen the output
+                    xs, os = _shape(v), _shape(out)
+                    if len(xs) < len(os):  # put the batch axes in front of the new ones
+                        t = _reshape(t, self.batch_shape + (1,) * (len(os) - len(xs)) + xs)
+                tout = rule(t, out, v, **params)  # elementwise: same shape as v (or out)
             if tout is None:
                 return out
             b = _new(ForwardBox)
