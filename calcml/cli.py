@@ -3,17 +3,20 @@
 ::
 
     calcml --version
-    calcml tour [--out DIR] [--section NAME ...] [--quick] [--list] [--no-progress] [--seed N]
+    calcml tour [--out DIR] [--section NAME ...] [--quick] [--list] [--no-progress]
 
 ``calcml tour`` runs the chapter's sections as experiments and writes ``DIR/index.html``, the
 PNG figures and ``DIR/metrics.json``; it exits with status 1 if any check of theory against
-measurement fails, and 2 on a usage error (an unknown section name, a bad option).
+measurement fails, and 2 on a usage error (an unknown section name, a bad option, an output
+folder that cannot be written).  Every section fixes its own seeds, so a run is reproducible.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 
 from . import __version__
 
@@ -44,7 +47,6 @@ def build_parser():
     tour.add_argument("--list", action="store_true",
                       help="list the sections with a one-line description and exit")
     tour.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tour.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return parser
 
 
@@ -68,8 +70,16 @@ def _tour(args, out, err):
     except UnknownSectionError as exc:
         print(f"calcml tour: error: {exc} (see calcml tour --list)", file=err)
         return 2
-    result = run_tour(args.out or DEFAULT_OUT, args.sections, quick=args.quick,
-                      progress=not args.no_progress, seed=args.seed)
+    out_dir = args.out or DEFAULT_OUT
+    try:  # refuse an unwritable folder now, not after minutes of work
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        print(f"calcml tour: error: cannot write the report to {out_dir!r}: {exc}", file=err)
+        return 2
+    result = run_tour(out_dir, args.sections, quick=args.quick,
+                      progress=not args.no_progress)
     for r in result.sections:
         n_ok = sum(c.ok for c in r.checks)
         mark = "ok  " if r.ok else "FAIL"

@@ -68,3 +68,16 @@ def test_console_script_is_declared():
 
     eps = [ep for ep in entry_points(group="console_scripts") if ep.name == "calcml"]
     assert eps and eps[0].value == "calcml.cli:main"
+
+
+def test_an_unwritable_output_folder_is_a_usage_error(tmp_path, capsys):
+    from calcml.cli import main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "sub"):
+        assert main(["tour", "--out", str(out), "--section", "autodiff", "--quick",
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "calcml tour: error: cannot write the report to" in err and str(out) in err
+    assert blocker.read_text() == "not a folder"
