@@ -468,3 +468,16 @@ def test_docstring_examples(module):
     mod = importlib.import_module(f"calcml.generative.{module}")
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_negative_seeds_and_snapshot_counts_are_refused_by_name():
+    from calcml import generative as gm
+
+    def ring(n, rng):
+        return rng.normal(size=(n, 2))
+
+    with pytest.raises(ValueError, match="train_gan: an int seed must be >= 0"):
+        gm.train_gan(ring, steps=2, rng=-1)
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="train_wgan: n_snapshot must be an integer >= 0"):
+            gm.train_wgan(ring, steps=2, n_snapshot=bad)

@@ -103,6 +103,8 @@ def as_generator(fname, rng):
     if isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"calcml.generative.{fname}: an int seed must be >= 0, got {rng}")
         return np.random.default_rng(int(rng))
     raise TypeError(f"calcml.generative.{fname}: rng must be a numpy.random.Generator or an int "
                     f"seed, got {rng!r}")

@@ -576,6 +576,7 @@ def train_gan(sample_data, *, steps=2000, batch_size=256, latent_dim=2, hidden=6
     fname = "train_gan"
     snaps = _check_common(fname, steps, batch_size, latent_dim, hidden, depth, learning_rate,
                           snapshot_steps)
+    n_snapshot = positive_int(fname, "n_snapshot", n_snapshot, minimum=0)
     choice(fname, "generator_loss_kind", generator_loss_kind, GENERATOR_LOSSES)
     b1, b2 = unit_interval(fname, "b1", b1), unit_interval(fname, "b2", b2)
     gen = as_generator(fname, rng)
@@ -707,6 +708,7 @@ def train_wgan(sample_data, *, mode="gp", steps=1000, n_critic=5, batch_size=256
         positive_float(fname, "critic_learning_rate", critic_learning_rate)
     snaps = _check_common(fname, steps, batch_size, latent_dim, hidden, depth, learning_rate,
                           snapshot_steps)
+    n_snapshot = positive_int(fname, "n_snapshot", n_snapshot, minimum=0)
     n_critic = positive_int(fname, "n_critic", n_critic)
     clip_value = positive_float(fname, "clip_value", clip_value)
     gp_weight = nonneg_float(fname, "gp_weight", gp_weight)
