@@ -707,6 +707,7 @@ def test_numpy_forward_never_writes_into_the_observation():
     np.testing.assert_allclose(y, net(x[None]).data[0], rtol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow that makes the NaN
 def test_policy_gradients_stop_on_a_non_finite_loss():
     with pytest.raises(FloatingPointError, match=r"calcml.rl.reinforce: the policy loss is "
                                                  r"nan at episode \d+"):

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .._core.registry import Sample, defprim, register
-from ._base import Box, binary, call, op_error, raw, unary
+from ._base import Box, binary, call, const_as, op_error, raw, unary
 
 __all__ = [
     "add", "subtract", "multiply", "divide", "negative", "power", "exp", "log", "log1p",
@@ -103,11 +103,27 @@ def _log_or_zero(x):
     return where(pos, log(where(pos, x, 1.0)), 0.0)
 
 
+def _power_dx(x, y):
+    """d/dx x**y = y·x^(y-1), exactly 0 where y == 0 (x**0 is constant), x = 0 included.
+
+    There y·x^(y-1) would be 0·inf = nan; the exponent y - 1 is replaced by 1 only at the
+    points where x == y == 0, so the rule is y·x there (0, with derivatives 0) and unchanged
+    everywhere else, the derivative in y included.
+    """
+    e = y - 1.0
+    at0 = (raw(x) == 0) & (raw(y) == 0)  # a constant mask: where the rule would give nan
+    if np.any(at0):
+        e = where(at0, 1.0, e)
+        if not isinstance(e, Box):  # a Python exponent made an array: keep x's dtype
+            e = const_as(e, x)
+    return y * x ** e
+
+
 _power = defprim(
     "power", np.power,
-    vjps=(lambda g, out, x, y: g * y * x ** (y - 1.0),
+    vjps=(lambda g, out, x, y: g * _power_dx(x, y),
           lambda g, out, x, y: g * out * _log_or_zero(x)),
-    jvps=(lambda t, out, x, y: t * y * x ** (y - 1.0),
+    jvps=(lambda t, out, x, y: t * _power_dx(x, y),
           lambda t, out, x, y: t * out * _log_or_zero(x)),
     elementwise=True,
 )

@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import backend
 from .._core.registry import Sample, defprim, register
-from ._base import _EMPTY, Box, call, const_as, ndim_of, norm_axes, raw, shape_of
-from .elementwise import exp, sqrt
+from ._base import _EMPTY, Box, call, const_as, ndim_of, norm_axes, op_error, raw, shape_of
+from .elementwise import exp, sqrt, where
 
 __all__ = ["sum", "mean", "var", "std", "max", "min", "prod", "logsumexp", "softmax",
            "log_softmax", "sum_to", "softmax_cross_entropy"]
@@ -46,8 +46,6 @@ def _reduce_wrapper(prim, name, np_fn, doc):
                     return getattr(x, method)(axis=axis, keepdims=keepdims)
                 return np_fn(x, axis=axis, keepdims=keepdims)
             except (ValueError, TypeError) as e:
-                from ._base import op_error
-
                 raise op_error(name, (x,), e) from None
         axes = norm_axes(axis, ndim_of(x), name)
         return call(prim, (x,), {"axis": axes, "keepdims": bool(keepdims)})
@@ -140,7 +138,10 @@ def mean(x, axis=None, keepdims=False):
     two): every batch-mean loss ends in one.
     """
     if not isinstance(x, Box):
-        return np.mean(x, axis=axis, keepdims=keepdims)
+        try:
+            return np.mean(x, axis=axis, keepdims=keepdims)
+        except (ValueError, TypeError) as e:  # AxisError is a ValueError
+            raise op_error("mean", (x,), e) from None
     axes = norm_axes(axis, ndim_of(x), "mean")
     return call(_mean, (x,), {"axis": axes, "keepdims": bool(keepdims)})
 
@@ -157,7 +158,10 @@ def var(x, axis=None, ddof=0, keepdims=False):
     through x̄ cancel because Σ (x - x̄) = 0).
     """
     if not isinstance(x, Box):
-        return np.var(x, axis=axis, ddof=ddof, keepdims=keepdims)
+        try:
+            return np.var(x, axis=axis, ddof=ddof, keepdims=keepdims)
+        except (ValueError, TypeError) as e:
+            raise op_error("var", (x,), e) from None
     axes = norm_axes(axis, ndim_of(x), "var")
     d = x - mean(x, axis=axes, keepdims=True)
     return sum(d * d, axis=axes, keepdims=keepdims) * _reciprocal(_count(x, axes) - ddof)
@@ -175,7 +179,11 @@ def std(x, axis=None, ddof=0, keepdims=False):
     d std = d var / (2 std); infinite where all values along the axis are equal.
     """
     if not isinstance(x, Box):
-        return np.std(x, axis=axis, ddof=ddof, keepdims=keepdims)
+        try:
+            return np.std(x, axis=axis, ddof=ddof, keepdims=keepdims)
+        except (ValueError, TypeError) as e:
+            raise op_error("std", (x,), e) from None
+    axis = norm_axes(axis, ndim_of(x), "std")  # checked here, so an error names std
     return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
 
 
@@ -213,19 +221,41 @@ min = register("min", _extreme("min", np.min), _red_samples)
 
 # --- prod ---------------------------------------------------------------------------------
 
+def _prod_others(x, out, axis, keepdims):
+    """d prod / d x_i = the product of the *other* entries along ``axis`` (exclusive product).
+
+    ``prod / x_i`` when no entry is zero.  Otherwise the zeros are set aside: the product of the
+    other non-zero entries (a product without zeros, divided by the entry) times the product of
+    the other zero entries, kept as expressions in those entries so the rule differentiates
+    again: 1 if there is none, the one other zero itself (its sum) if there is one, else 0.
+    Exact to second order for any number of zeros per reduced slice.
+    """
+    zero = raw(x) == 0
+    if not zero.any():
+        return _keep(out, x, axis, keepdims) / x
+    n0 = zero.sum(axis=axis, keepdims=True)  # zeros per reduced slice (a constant)
+    safe = where(zero, 1.0, x)
+    rest = prod(safe, axis=axis, keepdims=True) / safe  # the other non-zero entries
+    zs = sum(where(zero, x, 0.0), axis=axis, keepdims=True)  # the zeros (value 0, with derivative)
+    others0 = where(zero, where(n0 == 1, 1.0, where(n0 == 2, zs - x, 0.0)),  # the other zeros
+                    where(n0 == 0, 1.0, where(n0 == 1, zs, 0.0)))
+    return rest * others0
+
+
 _prod = defprim(
     "prod", lambda x, axis, keepdims: x.prod(axis=axis, keepdims=keepdims),
     vjps=(lambda g, out, x, axis, keepdims:
-          _keep(g, x, axis, keepdims) * (_keep(out, x, axis, keepdims) / x),),
+          _keep(g, x, axis, keepdims) * _prod_others(x, out, axis, keepdims),),
     jvps=(lambda t, out, x, axis, keepdims:
-          sum(t * (_keep(out, x, axis, keepdims) / x), axis=axis, keepdims=keepdims),),
+          sum(t * _prod_others(x, out, axis, keepdims), axis=axis, keepdims=keepdims),),
 )
 prod = register("prod", _reduce_wrapper(_prod, "prod", np.prod, """Product over ``axis``.
 
 Notes
 -----
-d prod / d x_i = prod / x_i.  The rule divides by x, so inputs must be non-zero where a
-derivative is wanted.
+d prod / d x_i = ∏_{j≠i} x_j, the product of the other entries: prod / x_i when no entry is
+zero; with zeros, the rule multiplies the other entries instead of dividing, so the gradient is
+finite (at [0, 2, 3] it is [6, 0, 0]) and second derivatives are exact too.
 """), lambda rng: _red_samples(rng, pos=True))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import operator
 
 import numpy as np
 
@@ -18,6 +19,39 @@ from ._base import Box, call, dtype_of, lead, ndim_of, norm_axes, op_error, raw,
 
 __all__ = ["reshape", "transpose", "swapaxes", "moveaxis", "broadcast_to", "expand_dims",
            "squeeze", "concatenate", "stack", "getitem", "take"]
+
+
+# --- axis checks ---------------------------------------------------------------------------
+
+def _axes(axis, ndim, name, x):
+    """``axis`` (an int or a sequence) as a tuple of non-negative axes of an ``ndim``-D array.
+
+    An axis outside ``[-ndim, ndim)`` raises NumPy's ``AxisError`` (a ValueError and an
+    IndexError) naming the operation, the axis and ``x``'s shape, rather than wrapping around.
+    Each op checks against the rank of the value it is given, so the negative axes that rules
+    pass for tangents with leading batch axes keep working.
+    """
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in items:
+        try:
+            a = operator.index(raw(a))
+        except TypeError:
+            raise TypeError(f"calcml.{name}: an axis must be an integer, got "
+                            f"{type(a).__name__} {a!r}") from None
+        if not -ndim <= a < ndim:
+            xs = tuple(shape_of(x))
+            what = (f"an array of shape {xs}" if ndim == len(xs) else
+                    f"a result of dimension {ndim} from an array of shape {xs}")
+            raise np.exceptions.AxisError(
+                f"calcml.{name}: axis {a} is out of bounds for {what} "
+                f"(valid axes: -{ndim} to {ndim - 1})"
+            )
+        out.append(a + ndim if a < 0 else a)
+    if len(set(out)) != len(out):
+        raise ValueError(f"calcml.{name}: repeated axis in {axis!r} for an array of shape "
+                         f"{tuple(shape_of(x))}")
+    return tuple(out)
 
 
 # --- reshape ------------------------------------------------------------------------------
@@ -100,19 +134,27 @@ def transpose(x, axes=None):
         try:
             return x.transpose(axes) if type(x) is np.ndarray else np.transpose(x, axes)
         except (ValueError, TypeError) as e:
+            if isinstance(axes, (tuple, list)):  # the same message as under a transform
+                _permutation(axes, ndim_of(x), "transpose", x)
             raise op_error("transpose", (x,), e) from None
     n = ndim_of(x)
     if n == 2 and axes is None:
         return x._trace.process(_transpose, (x,), _T2)
     if axes is None:
         axes = tuple(range(n - 1, -1, -1))
-    axes = tuple(int(a) % n if n else int(a) for a in axes)
-    if sorted(axes) != list(range(n)):
-        raise ValueError(f"calcml.transpose: axes {axes} are not a permutation of the axes of "
-                         f"an array of shape {tuple(shape_of(x))}")
+    axes = _permutation(axes, n, "transpose", x)
     if axes == tuple(range(n)):
         return x
     return call(_transpose, (x,), {"axes": axes})
+
+
+def _permutation(axes, n, name, x):
+    """``axes`` checked as a permutation of the ``n`` axes of ``x`` (negative ones allowed)."""
+    axes = _axes(tuple(axes), n, name, x)
+    if sorted(axes) != list(range(n)):
+        raise ValueError(f"calcml.{name}: axes {axes} are not a permutation of the axes of "
+                         f"an array of shape {tuple(shape_of(x))}")
+    return axes
 
 
 register("transpose", transpose, lambda rng: [
@@ -125,11 +167,17 @@ _T2 = {"axes": (1, 0)}
 def swapaxes(x, axis1, axis2):
     """Interchange two axes of ``x``."""
     if not isinstance(x, Box):
-        if type(x) is np.ndarray:
-            return x.swapaxes(axis1, axis2)
-        return np.swapaxes(x, axis1, axis2)
+        try:
+            if type(x) is np.ndarray:
+                return x.swapaxes(axis1, axis2)
+            return np.swapaxes(x, axis1, axis2)
+        except (ValueError, TypeError) as e:  # AxisError is a ValueError
+            for a in (axis1, axis2):  # the same message as under a transform
+                _axes(a, ndim_of(x), "swapaxes", x)
+            raise op_error("swapaxes", (x,), e) from None
     n = ndim_of(x)
-    if n == 2 and (axis1 - axis2) % 2:  # the two axes of a matrix, in either order
+    axis1, axis2 = (_axes(a, n, "swapaxes", x)[0] for a in (axis1, axis2))
+    if n == 2 and axis1 != axis2:  # the two axes of a matrix, in either order
         return x._trace.process(_transpose, (x,), _T2)
     perm = list(range(n))
     perm[axis1], perm[axis2] = perm[axis2], perm[axis1]
@@ -139,8 +187,9 @@ def swapaxes(x, axis1, axis2):
 def moveaxis(x, source, destination):
     """Move axis ``source`` of ``x`` to position ``destination``."""
     n = ndim_of(x)
-    perm = [a for a in range(n) if a != source % n]
-    perm.insert(destination % n, source % n)
+    src, dst = (_axes(a, n, "moveaxis", x)[0] for a in (source, destination))
+    perm = [a for a in range(n) if a != src]
+    perm.insert(dst, src)
     return transpose(x, tuple(perm))
 
 
@@ -191,8 +240,7 @@ def expand_dims(x, axis):
     """Insert unit axes at the positions ``axis`` (an int or a tuple), like NumPy."""
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
     s = list(shape_of(x))
-    n = len(s) + len(axes)
-    for a in sorted(int(a) % n for a in axes):
+    for a in sorted(_axes(axes, len(s) + len(axes), "expand_dims", x)):
         s.insert(a, 1)
     return reshape(x, tuple(s))
 
@@ -282,10 +330,9 @@ def stack(arrays, axis=0):
     if len(shapes) != 1:
         raise ValueError(f"calcml.stack: all input arrays must have the same shape, got "
                          f"{sorted(shapes)}")
+    ax = _axes(axis, ndim_of(arrays[0]) + 1, "stack", arrays[0])[0]
     if not any(isinstance(a, Box) for a in arrays):
-        return np.stack(arrays, axis=axis)
-    n = ndim_of(arrays[0]) + 1
-    ax = int(axis) % n
+        return np.stack(arrays, axis=ax)
     return concatenate([expand_dims(a, ax) for a in arrays], axis=ax)
 
 
@@ -421,10 +468,12 @@ def take(a, indices, axis=None):
         try:
             return np.take(a, indices, axis=axis)
         except (IndexError, ValueError, TypeError) as e:
+            if axis is not None:  # the same message as under a transform
+                _axes(axis, ndim_of(a), "take", a)
             raise op_error("take", (a, indices), e) from None
     if axis is None:
         return getitem(reshape(a, (-1,)), (indices,))
-    ax = int(axis) % ndim_of(a)
+    ax = _axes(axis, ndim_of(a), "take", a)[0]
     return getitem(a, (slice(None),) * ax + (indices,))
 
 
