@@ -401,32 +401,71 @@ def jvp(f, primals, tangents, batched=False):
 
 # --- Jacobians and Hessians ---------------------------------------------------------------
 
+def _arg_leaves(arg, fname, n):
+    """The floating-point leaves of argument ``n``, its structure, each leaf's size."""
+    leaves, td = flatten(arg)
+    if not leaves:
+        raise ValueError(f"calcml.{fname}: argument {n} holds no array to differentiate")
+    leaves = [_as_float(v, fname, f"argument {n}") for v in leaves]
+    return leaves, td, [math.prod(tuple(v.shape)) for v in leaves]
+
+
+def _in_dtype_of(j, v):
+    """A Jacobian block in its argument's dtype, as reverse mode (and ``grad``) gives it."""
+    if isinstance(j, Box) or isinstance(v, Box) or j.dtype == v.dtype:
+        return j
+    return j.astype(v.dtype)
+
+
+def _split_columns(j, oshape, leaves, sizes, td):
+    """Columns of an (m, n) Jacobian block per argument leaf, each shaped oshape + leaf.shape
+    and in the leaf's dtype, rebuilt into the argument's structure."""
+    if len(leaves) == 1:
+        j = _in_dtype_of(reshape(j, oshape + tuple(leaves[0].shape)), leaves[0])
+        return j if td.kind == "leaf" else unflatten(td, [j])
+    parts, off = [], 0
+    for v, s in zip(leaves, sizes):
+        parts.append(_in_dtype_of(reshape(j[:, off:off + s], oshape + tuple(v.shape)), v))
+        off += s
+    return parts[0] if td.kind == "leaf" else unflatten(td, parts)
+
+
 def _jac_fwd(f, args, kwargs, n):
-    x = _as_float(args[n], "jacobian", f"argument {n}")
-    size = math.prod(x.shape)
-    basis = reshape(backend.eye(size, x.dtype, like=_raw(x)), (size,) + tuple(x.shape))
+    """Per output leaf, the Jacobian w.r.t. argument ``n``: all n input directions carried at
+    once as one batch of tangents (one basis vector of the flattened argument each)."""
+    leaves, td, sizes = _arg_leaves(args[n], "jacobian", n)
+    size = sum(sizes)
+    basis, off = [], 0
+    for v, s in zip(leaves, sizes):
+        b = backend.zeros((size, s), v.dtype, like=_raw(v))
+        idx = backend.get_xp(b).arange(s)
+        b[off + idx, idx] = 1
+        basis.append(reshape(b, (size,) + tuple(v.shape)))
+        off += s
     primals = list(args)
 
     def g(xx):
         primals[n] = xx
         return f(*primals, **kwargs)
 
-    out, tans = _forward(g, (x,), (basis,), (size,), "jacobian")
-
-    def arrange(t, o):
-        oshape = tuple(getattr(o, "shape", ()))
-        m = math.prod(oshape)
-        return reshape(transpose(reshape(t, (size, m))), oshape + tuple(x.shape))
-
+    out, tans = _forward(g, (unflatten(td, leaves),), (unflatten(td, basis),), (size,),
+                         "jacobian")
     ol, otd = flatten(out)
     tl, _ = flatten(tans)
-    return unflatten(otd, [arrange(t, o) for t, o in zip(tl, ol)])
+    jacs = []
+    for t, o in zip(tl, ol):
+        oshape = tuple(getattr(o, "shape", ()))
+        m = math.prod(oshape)
+        jacs.append(_split_columns(transpose(reshape(t, (size, m))), oshape, leaves, sizes, td))
+    return jacs, otd
 
 
 def _jac_rev(f, args, kwargs, n):
+    """Per output leaf, the Jacobian w.r.t. argument ``n``: one backward pass per output
+    element, on the one recorded graph."""
     trace, out, records = _reverse(f, args, kwargs, (n,), "jacobian")
-    _, vals, boxes = records[0]
-    x, node = vals[0], boxes[0]._node
+    td, vals, boxes = records[0]
+    leaves = vals
     ol, otd = flatten(out)
     jacs = []
     for o in ol:
@@ -434,15 +473,21 @@ def _jac_rev(f, args, kwargs, n):
         oshape = tuple(getattr(ov, "shape", ()))
         m = math.prod(oshape)
         if not (isinstance(o, ReverseBox) and o._trace is trace):
-            jacs.append(backend.zeros(oshape + tuple(x.shape), x.dtype, like=_raw(x)))
+            parts = [backend.zeros(oshape + tuple(v.shape), v.dtype, like=_raw(v))
+                     for v in leaves]
+            jacs.append(parts[0] if td.kind == "leaf" else unflatten(td, parts))
             continue
-        eye = backend.eye(m, getattr(ov, "dtype", x.dtype), like=_raw(ov))
-        rows = []
+        eye = backend.eye(m, getattr(ov, "dtype", leaves[0].dtype), like=_raw(ov))
+        rows = [[] for _ in leaves]
         for i in range(m):  # one backward pass per output element, on the one graph
-            hit = backward_pass(o._node, eye[i].reshape(oshape)).get(node[0])
-            rows.append(_finish(hit[1], x, set()) if hit is not None else _zeros_like(x))
-        jacs.append(reshape(stack(rows), oshape + tuple(x.shape)))
-    return unflatten(otd, jacs)
+            grads = backward_pass(o._node, eye[i].reshape(oshape))
+            for k, (v, b) in enumerate(zip(leaves, boxes)):
+                hit = grads.get(b._node[0])
+                rows[k].append(_finish(hit[1], v, set()) if hit is not None
+                               else _zeros_like(v))
+        parts = [reshape(stack(r), oshape + tuple(v.shape)) for r, v in zip(rows, leaves)]
+        jacs.append(parts[0] if td.kind == "leaf" else unflatten(td, parts))
+    return jacs, otd
 
 
 def jacobian(f, argnums=0, mode="rev"):
@@ -453,7 +498,9 @@ def jacobian(f, argnums=0, mode="rev"):
     f : callable
     argnums : int or tuple of int
         A tuple gives a tuple of Jacobians, one per argument (for an output that is a
-        container, one such tuple at each of its leaves).
+        container, one such tuple at each of its leaves).  An argument may be a list, tuple
+        or dict of arrays: its Jacobian then has the argument's structure, holding at each
+        leaf the block ``out.shape + leaf.shape`` (JAX's layout).
     mode : {"rev", "fwd"}
         ``"rev"``: one backward pass per output element (m VJPs on one recorded graph), best
         when outputs are few.  ``"fwd"``: one forward pass carrying all n input basis vectors
@@ -461,26 +508,34 @@ def jacobian(f, argnums=0, mode="rev"):
 
     Notes
     -----
-    J_ij = ∂f_i/∂x_j.  Both modes give the same matrix; they differ in cost.
+    J_ij = ∂f_i/∂x_j.  Both modes give the same matrix, in the argument's dtype (as
+    ``grad`` does); they differ in cost.  A container
+    argument is differentiated as the vector of all its leaves' entries, and the columns
+    of that Jacobian are handed back leaf by leaf.
+
+    Examples
+    --------
+    >>> import calcml as cm, numpy as np
+    >>> J = cm.jacobian(lambda p: p["w"] * p["b"])({"w": np.ones(2), "b": np.array(3.0)})
+    >>> J["w"], J["b"]
+    (array([[3., 0.],
+           [0., 3.]]), array([1., 1.]))
     """
     if mode not in ("rev", "fwd"):
         raise ValueError(f"calcml.jacobian: mode must be 'rev' or 'fwd', got {mode!r}")
 
     def wrapped(*args, **kwargs):
         single, nums = _argnums(argnums, len(args), "jacobian")
-        for n in nums:
-            if flatten(args[n])[1].kind != "leaf":
-                raise TypeError(f"calcml.jacobian: argument {n} is a "
-                                f"{type(args[n]).__name__}; differentiate with respect to an "
-                                f"array, not a container (take one leaf at a time)")
         one = _jac_fwd if mode == "fwd" else _jac_rev
-        jacs = [one(f, args, kwargs, n) for n in nums]
+        per_arg = []
+        out_td = None
+        for n in nums:
+            jacs, out_td = one(f, args, kwargs, n)
+            per_arg.append(jacs)
         if single:
-            return jacs[0]
+            return unflatten(out_td, per_arg[0])
         # JAX's layout: the output's structure outside, a tuple over ``argnums`` at each of its
         # leaves, so that hessian(f, (0, 1))[i][j] = ∂²f/∂x_i∂x_j, shaped x_i.shape + x_j.shape.
-        per_arg = [flatten(j)[0] for j in jacs]
-        out_td = flatten(jacs[0])[1]
         return unflatten(out_td, [tuple(p[k] for p in per_arg) for k in range(len(per_arg[0]))])
 
     wrapped.__name__ = f"jacobian({getattr(f, '__name__', 'f')})"
@@ -494,7 +549,17 @@ def hessian(f, argnums=0):
     -----
     H_ij = ∂²f/∂x_i∂x_j, computed forward-over-reverse: the forward-mode Jacobian of the
     reverse-mode gradient, all n directions in one batched pass.  With a tuple ``argnums``
-    the result is nested as ``H[i][j]``, of shape ``args[i].shape + args[j].shape``.
+    the result is nested as ``H[i][j]``, of shape ``args[i].shape + args[j].shape``; for an
+    argument that is a container, ``H[a][b]`` is the block ∂²f/∂a∂b of its leaves ``a`` and
+    ``b``, shaped ``a.shape + b.shape``.
+
+    Examples
+    --------
+    >>> import calcml as cm, numpy as np
+    >>> H = cm.hessian(lambda p: cm.sum(p[0] ** 2 * p[1]))([np.ones(2), np.array(3.0)])
+    >>> H[0][0], H[0][1], H[1][1]
+    (array([[6., 0.],
+           [0., 6.]]), array([2., 2.]), array(0.))
     """
     return jacobian(grad(f, argnums), argnums, mode="fwd")
 

@@ -507,6 +507,101 @@ def test_hessian_argnums_tuple_blocks():
     assert_close(H[1][1], 2 * np.sum(a) * np.eye(3), 1e-15)
 
 
+def _flat_f(f, template):
+    """``f`` of a container, as a function of the vector of all its leaves' entries."""
+    leaves, td = cm._core.tree.flatten(template)
+    sizes = [v.size for v in leaves]
+
+    def g(z):
+        parts, off = [], 0
+        for v, s in zip(leaves, sizes):
+            parts.append(np.asarray(z[off:off + s]).reshape(v.shape))
+            off += s
+        return f(cm._core.tree.unflatten(td, parts))
+
+    return g, np.concatenate([v.reshape(-1) for v in leaves])
+
+
+@pytest.mark.parametrize("mode", ["rev", "fwd"])
+def test_jacobian_of_a_container_argument_matches_central_differences(mode):
+    # JAX's layout: the argument's structure inside, each leaf a block out.shape + leaf.shape.
+    W, b, c = RNG.normal(size=(2, 3)), RNG.normal(size=2), RNG.normal(size=())
+
+    def f(p):
+        return cm.tanh(p["W"] @ X + p["b"]) * p["c"]
+
+    p = {"W": W, "b": b, "c": c}
+    J = cm.jacobian(f, mode=mode)(p)
+    assert set(J) == {"W", "b", "c"}
+    assert J["W"].shape == (2, 2, 3) and J["b"].shape == (2, 2) and J["c"].shape == (2,)
+    t = np.tanh(W @ X + b)
+    d = (1 - t**2) * c
+    assert_close(J["W"], np.einsum("ik,j->ikj", np.diag(d), X), 1e-12)
+    assert_close(J["b"], np.diag(d), 1e-12)
+    assert_close(J["c"], t, 1e-12)
+    # a list argument, with a tuple output, against central differences of the flat function
+    q = [W, (b, c)]
+
+    def h(q):
+        return (cm.sum(q[0] ** 2) * q[1][1], cm.sin(q[1][0]) * q[1][1])
+
+    Jq = cm.jacobian(h, mode=mode)(q)
+    for k in range(2):
+        g, z = _flat_f(lambda q: np.asarray(h(q)[k]), q)
+        eps = 1e-6
+        cols = np.stack([(g(z + eps * e) - g(z - eps * e)) / (2 * eps)
+                         for e in np.eye(z.size)], axis=-1)
+        got = np.concatenate([Jq[k][0].reshape(cols.shape[:-1] + (-1,)),
+                              Jq[k][1][0].reshape(cols.shape[:-1] + (-1,)),
+                              Jq[k][1][1].reshape(cols.shape[:-1] + (-1,))], axis=-1)
+        assert_close(got, cols, 1e-6)
+
+
+def test_jacobian_of_a_container_keeps_each_leaf_dtype_and_modes_agree():
+    p = (RNG.normal(size=3).astype(np.float32), RNG.normal(size=2))
+
+    def f(p):
+        return cm.concatenate([cm.exp(p[0]), p[1] * cm.sum(p[0])])
+
+    Jr = cm.jacobian(f)(p)
+    Jf = cm.jacobian(f, mode="fwd")(p)
+    assert Jr[0].shape == (5, 3) and Jr[1].shape == (5, 2)
+    # each block in its leaf's dtype, in both modes (as grad gives the gradient)
+    assert Jr[0].dtype == Jf[0].dtype == np.float32
+    assert Jr[1].dtype == Jf[1].dtype == np.float64
+    for a, b in zip(Jr, Jf):
+        assert_close(a, b, 1e-6)
+    assert_close(Jr[0][:3], np.diag(np.exp(p[0].astype(np.float64))), 1e-6)
+    assert_close(Jr[1][3:], np.sum(p[0]) * np.eye(2), 1e-6)
+    J32 = cm.jacobian(lambda p: cm.exp(p[0]) * p[1], mode="fwd")(
+        [np.ones(2, np.float32), np.ones(2, np.float32)])
+    assert J32[0].dtype == np.float32 and J32[1].dtype == np.float32
+
+
+def test_hessian_of_a_container_argument_is_the_block_hessian():
+    # f(w, b) = Σ tanh(A w + b) with w, b in a dict: the blocks of the full Hessian.
+    w, b = RNG.normal(size=3), RNG.normal(size=4)
+
+    def f(p):
+        return cm.sum(cm.tanh(A @ p["w"] + p["b"]))
+
+    H = cm.hessian(f)({"w": w, "b": b})
+    t = np.tanh(A @ w + b)
+    s = -2 * t * (1 - t**2)  # tanh''
+    assert_close(H["w"]["w"], A.T @ np.diag(s) @ A, 1e-12)
+    assert_close(H["w"]["b"], A.T @ np.diag(s), 1e-12)
+    assert_close(H["b"]["w"], np.diag(s) @ A, 1e-12)
+    assert_close(H["b"]["b"], np.diag(s), 1e-12)
+    # with argnums a tuple and a container argument, JAX's layout: the gradient's structure
+    # outside (a dict for p, a leaf for c), a tuple over argnums at each of its leaves
+    H2 = cm.hessian(lambda p, c: f(p) * c, argnums=(0, 1))({"w": w, "b": b}, np.array(2.0))
+    assert_close(H2[0]["b"][0]["b"], 2 * np.diag(s), 1e-12)
+    assert_close(H2[0]["b"][0]["w"], 2 * np.diag(s) @ A, 1e-12)
+    assert_close(H2[0]["w"][1], A.T @ (1 - t**2), 1e-12)
+    assert_close(H2[1][0]["b"], 1 - t**2, 1e-12)
+    assert H2[1][1].shape == () and H2[1][1] == 0
+
+
 def test_hvp_equals_hessian_times_v():
     assert_close(cm.hvp(f_tanh, (X,), (V,)), f_tanh_hess(X) @ V, 1e-12)
 
@@ -750,3 +845,12 @@ def test_batched_forward_mode_through_clip_with_bounds_that_widen_the_output():
     np.testing.assert_array_equal(cm.jacobian(f, mode="fwd")(x), cm.jacobian(f, mode="rev")(x))
     H = cm.hessian(lambda x: cm.sum(cm.clip(x, lo, 1.0) ** 2))(x)
     np.testing.assert_allclose(H, np.diag([0.0, 4.0, 4.0, 4.0, 0.0]))
+
+
+def test_docstring_examples_of_the_transforms_run():
+    import doctest
+
+    import calcml.autodiff
+
+    result = doctest.testmod(calcml.autodiff, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 6 and result.failed == 0
