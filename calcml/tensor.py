@@ -59,6 +59,18 @@ class _TensorTrace:
                 parents = ((0, a._node), (1, c._node)) if pc else ((0, a._node),)
             else:
                 parents = ((1, c._node),) if pc else None
+        elif n == 3 and type(args[0]) is Tensor and type(args[1]) is Tensor \
+                and type(args[2]) is Tensor:  # a dense layer: linear(x, W, b)
+            a, c, d = args
+            vals = (a._value, c._value, d._value)
+            parents = None
+            if record:
+                if a._node is not None and vjps[0] is not None:
+                    parents = [(0, a._node)]
+                if c._node is not None and vjps[1] is not None:
+                    parents = [(1, c._node)] if parents is None else parents + [(1, c._node)]
+                if d._node is not None and vjps[2] is not None:
+                    parents = [(2, d._node)] if parents is None else parents + [(2, d._node)]
         else:
             vals = list(args)
             parents = None

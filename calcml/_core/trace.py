@@ -54,6 +54,19 @@ def leaf_node():
 
 def bind(prim, args, params):
     """Apply ``prim`` to ``args``: its implementation, or the highest-level trace among them."""
+    if len(args) == 3:  # linear, where, clip: spelled out (one frame, no loop)
+        a, b, c = args
+        top = a._trace if isinstance(a, Box) else None
+        if isinstance(b, Box) and (top is None or b._trace.level > top.level):
+            top = b._trace
+        if isinstance(c, Box) and (top is None or c._trace.level > top.level):
+            top = c._trace
+        if top is not None:
+            return top.process(prim, args, params)
+        try:
+            return prim.impl(a, b, c, **params)
+        except (IndexError, ValueError, TypeError) as exc:
+            raise op_error(prim.name, args, exc) from None
     top = None
     for a in args:
         if isinstance(a, Box):
