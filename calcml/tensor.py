@@ -198,18 +198,31 @@ class Tensor(Box):
         # A leaf's .grad must share memory with nothing else the user holds: not the seed,
         # not another leaf's gradient (add's rule hands one cotangent to both inputs).
         taken = {id(backend.owner(seed))}
+        ndarray = np.ndarray
         for leaf, g in leaves.values():
             holder = leaf[2]
             prev = holder[0]
-            dt = holder[1] if len(holder) > 1 else None
-            if dt is not None:
-                gd = getattr(g, "dtype", dt)
-                if gd is not dt and gd != dt:
-                    g = g.astype(dt)  # a float32 leaf gets a float32 .grad, as in PyTorch
-            if type(g) is not np.ndarray and isinstance(g, np.generic):
-                g = np.asarray(g)  # a 0-d leaf: an array, not a NumPy scalar
+            if type(g) is ndarray:
+                if len(holder) > 1 and g.dtype is not holder[1]:
+                    dt = holder[1]
+                    if dt is not None and g.dtype != dt:
+                        g = g.astype(dt)  # a float32 leaf gets a float32 .grad, as in PyTorch
+                if prev is None and g.base is None:  # the usual fresh result: keep it
+                    if not g.flags.writeable or id(g) in taken:
+                        g = g.copy()
+                    taken.add(id(g))
+                    holder[0] = g
+                    continue
+            else:
+                dt = holder[1] if len(holder) > 1 else None
+                if dt is not None:
+                    gd = getattr(g, "dtype", dt)
+                    if gd is not dt and gd != dt:
+                        g = g.astype(dt)
+                if isinstance(g, np.generic):
+                    g = np.asarray(g)  # a 0-d leaf: an array, not a NumPy scalar
             if prev is None:
-                if type(g) is np.ndarray and g.base is None:  # the usual fresh result
+                if type(g) is np.ndarray and g.base is None:
                     if not g.flags.writeable or id(g) in taken:
                         g = g.copy()
                     own = g

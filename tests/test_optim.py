@@ -677,6 +677,24 @@ def test_optimizer_errors_and_missing_grads():
         O.Optimizer([w], O.constant(0.1))
 
 
+def test_optimizer_parameter_frozen_after_binding_gets_no_gradient():
+    # requires_grad turned off after the optimizer was made: the tensor has no .grad, so
+    # step() treats it as a zero gradient (its momentum still moves it) and zero_grad skips it
+    w = cm.tensor(np.ones(2), requires_grad=True)
+    v = cm.tensor(np.ones(3), requires_grad=True)
+    opt = O.Optimizer([w, v], O.sgd(0.5, momentum=0.5))
+    (cm.sum(w * w) + cm.sum(v)).backward()
+    opt.step()
+    v.requires_grad = False
+    opt.zero_grad()
+    assert w.grad is None and v.grad is None
+    cm.sum(w * w).backward()
+    opt.step()
+    # w: 1 - 0.5·2 = 0, then buffer 0.5·2 + 0 = 1, so 0 - 0.5·1; v: 1 - 0.5, then 0.5 - 0.5·0.5
+    np.testing.assert_allclose(w.data, [-0.5, -0.5])
+    np.testing.assert_allclose(v.data, np.full(3, 0.5 - 0.5 * 0.5 * 1.0))
+
+
 def test_optimizer_step_reports_a_parameter_whose_shape_changed():
     w = cm.tensor(np.ones(3), requires_grad=True)
     opt = O.Optimizer([w], O.adam(0.1))

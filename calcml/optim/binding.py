@@ -131,9 +131,13 @@ class Optimizer:
         # and gradient must still have the shape and floating dtype that were checked.
         layout = self._layout if self.state is self._state_checked else None
         same = layout is not None
-        for i, p in enumerate(params):
-            d = p.data
-            g = p.grad
+        i = 0
+        for p in params:
+            d = p._value  # .data and .grad without their property frames (hot path)
+            try:
+                g = p._node[2][0]
+            except TypeError:  # requires_grad was turned off since: no gradient
+                g = None
             if g is None:
                 g = backend.zeros(d.shape, d.dtype, like=d)
             else:
@@ -145,6 +149,7 @@ class Optimizer:
                 if not (d.shape == shape and getattr(g, "shape", None) == shape
                         and d.dtype == dt and getattr(g, "dtype", None) == dt):
                     same = False
+            i += 1
         if not any_grad:
             raise RuntimeError("calcml.optim.Optimizer.step: no parameter has a gradient; "
                                "call loss.backward() before step()")
@@ -195,7 +200,10 @@ class Optimizer:
     def zero_grad(self):
         """Set every parameter's ``.grad`` to None."""
         for p in self.params:
-            p.grad = None
+            try:
+                p._node[2][0] = None  # p.grad = None, without the property's frame
+            except TypeError:  # requires_grad was turned off since: no gradient to clear
+                pass
 
     # --- reading the state ----------------------------------------------------------------
     @property
