@@ -472,7 +472,8 @@ def _jac_rev(f, args, kwargs, n):
         ov = _own(o, trace)
         oshape = tuple(getattr(ov, "shape", ()))
         m = math.prod(oshape)
-        if not (isinstance(o, ReverseBox) and o._trace is trace):
+        if m == 0 or not (isinstance(o, ReverseBox) and o._trace is trace):
+            # independent of the argument, or no output element to pull back (size 0)
             parts = [backend.zeros(oshape + tuple(v.shape), v.dtype, like=_raw(v))
                      for v in leaves]
             jacs.append(parts[0] if td.kind == "leaf" else unflatten(td, parts))

@@ -578,6 +578,19 @@ def test_jacobian_of_a_container_keeps_each_leaf_dtype_and_modes_agree():
     assert J32[0].dtype == np.float32 and J32[1].dtype == np.float32
 
 
+@pytest.mark.parametrize("mode", ["rev", "fwd"])
+def test_jacobian_of_an_empty_output_is_an_empty_block(mode):
+    # A size-0 output has no row to pull back: reverse mode must not stack zero rows.
+    x = np.linspace(-1.0, 1.0, 3)
+    J = cm.jacobian(lambda x: x[:0] * 2.0, mode=mode)(x)
+    assert J.shape == (0, 3) and J.dtype == np.float64
+    p = [x.astype(np.float32), np.zeros((0, 2))]
+    Jp = cm.jacobian(lambda p: (p[0][:0] * 2.0, p[1] * cm.sum(p[0])), mode=mode)(p)
+    assert [[b.shape for b in row] for row in Jp] == [[(0, 3), (0, 0, 2)],
+                                                       [(0, 2, 3), (0, 2, 0, 2)]]
+    assert [b.dtype for b in Jp[0]] == [np.float32, np.float64]
+
+
 def test_hessian_of_a_container_argument_is_the_block_hessian():
     # f(w, b) = Σ tanh(A w + b) with w, b in a dict: the blocks of the full Hessian.
     w, b = RNG.normal(size=3), RNG.normal(size=4)
