@@ -341,8 +341,11 @@ def _forward(f, primals, tangents, batch_shape, fname):
             tv = _as_float(tv, fname, f"tangent {i}")
             want = tuple(batch_shape) + tuple(pv.shape)
             if tuple(tv.shape) != want:
+                lead = (f"; batch axis {tuple(batch_shape)}, from the first tangent"
+                        if batch_shape else "")
                 raise ValueError(f"calcml.{fname}: tangent {i} has shape {tuple(tv.shape)} but "
-                                 f"its primal needs {want}")
+                                 f"its primal needs {want} (primal {pv.dtype} "
+                                 f"{tuple(pv.shape)}, tangent {tv.dtype}{lead})")
             if tv.dtype != pv.dtype and not isinstance(tv, Box):
                 tv = tv.astype(pv.dtype)
             leaves.append(ForwardBox(pv, trace, tv))
@@ -394,7 +397,9 @@ def jvp(f, primals, tangents, batched=False):
     if batched:
         first = flatten(tangents)[0]
         if not first or not getattr(first[0], "shape", ()):
-            raise ValueError("calcml.jvp: batched=True needs tangents with a leading batch axis")
+            got = f"shape {tuple(getattr(first[0], 'shape', ()))}" if first else "no array"
+            raise ValueError("calcml.jvp: batched=True needs tangents with a leading batch "
+                             f"axis, shaped (batch,) + primal.shape; tangent 0 has {got}")
         batch = (first[0].shape[0],)
     return _forward(f, tuple(primals), tuple(tangents), batch, "jvp")
 
@@ -583,9 +588,31 @@ def hvp(f, primals, tangents):
         if (type(x) is np.ndarray and type(v) is np.ndarray and x.dtype.kind == "f"
                 and v.dtype == x.dtype and v.shape == x.shape):
             return _hvp_array(f, x, v)
-    nums = 0 if len(primals) == 1 else tuple(range(len(primals)))
-    _, t = jvp(grad(f, nums), tuple(primals), tuple(tangents))
-    return t if len(primals) == 1 else tuple(t)
+    if len(primals) != len(tangents):
+        raise ValueError(f"calcml.hvp: {len(primals)} primals but {len(tangents)} tangents")
+    if not primals:
+        raise ValueError("calcml.hvp: needs at least one primal, e.g. cm.hvp(f, (x,), (v,))")
+    nums = tuple(range(len(primals)))
+
+    def gradient(*xs):  # grad(f, nums), with its errors naming hvp
+        trace, out, records = _reverse(f, xs, {}, nums, "hvp")
+        _check_scalar(out, "hvp")
+        value = _own(out, trace)
+        if getattr(value, "dtype", _F64).kind not in "fc":
+            raise TypeError(f"calcml.hvp: the function returned dtype {value.dtype}; "
+                            "a Hessian needs a floating-point output")
+        return tuple(_gradients(trace, out, _seed_like(value), records))
+
+    _, ts = _forward(gradient, tuple(primals), tuple(tangents), (), "hvp")
+    # H·v in each primal's dtype, as grad and the one-array path give it (a float64 constant
+    # in f may have promoted the tangent of a float32 gradient)
+    res = []
+    for i, (p, t) in enumerate(zip(primals, ts)):
+        pl = flatten(p)[0]
+        tl, ttd = flatten(t)
+        res.append(unflatten(ttd, [_in_dtype_of(tv, _as_float(pv, "hvp", f"primal {i}"))
+                                   for pv, tv in zip(pl, tl)]))
+    return res[0] if len(primals) == 1 else tuple(res)
 
 
 def _hvp_array(f, x, v):
