@@ -45,19 +45,19 @@ def causal_mask(L, Lk=None):
     return np.tril(np.ones((int(L), int(Lk)), dtype=bool))
 
 
-def _check_mask(mask, score_shape):
+def _check_mask(mask, score_shape, who="scaled_dot_product_attention",
+                what="the scores' shape"):
     mask = np.asarray(mask)
     if mask.dtype != np.bool_:
-        raise TypeError(f"calcml.nn.scaled_dot_product_attention: mask must be boolean (True "
-                        f"where attention is allowed), got dtype {mask.dtype}")
+        raise TypeError(f"calcml.nn.{who}: mask must be boolean (True where attention is "
+                        f"allowed), got shape {mask.shape} and dtype {mask.dtype}")
     try:
-        b = np.broadcast_shapes(mask.shape, score_shape)
+        b = np.broadcast_shapes(mask.shape, tuple(score_shape))
     except ValueError:
         b = None
     if b != tuple(score_shape):
-        raise ValueError(f"calcml.nn.scaled_dot_product_attention: mask of shape {mask.shape} "
-                         f"does not broadcast to the scores' shape {tuple(score_shape)} "
-                         f"(..., Lq, Lk)")
+        raise ValueError(f"calcml.nn.{who}: mask of shape {mask.shape} does not broadcast to "
+                         f"{what} {tuple(score_shape)}")
     return mask
 
 
@@ -98,6 +98,11 @@ def scaled_dot_product_attention(q, k, v, mask=None, need_weights=False):
     [1.0, 0.0]
     """
     q, k, v = as_input(q), as_input(k), as_input(v)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if len(t.shape) < 2:
+            raise ValueError(f"calcml.nn.scaled_dot_product_attention: {name} needs at least "
+                             f"two axes (..., L, d), got shape {tuple(t.shape)} and dtype "
+                             f"{t.dtype}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"calcml.nn.scaled_dot_product_attention: q and k need the same last "
                          f"axis d, got q {tuple(q.shape)} and k {tuple(k.shape)}")
@@ -109,7 +114,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, need_weights=False):
     if mask is None:
         weights = ops.softmax(scores, axis=-1)
     else:
-        mask = _check_mask(mask, scores.shape)
+        mask = _check_mask(mask, scores.shape, what="the scores' shape (..., Lq, Lk) =")
         dt = np.dtype(scores.dtype)
         fill = np.asarray(np.finfo(dt).min, dtype=dt)
         weights = ops.softmax(ops.where(mask, scores, fill), axis=-1)
@@ -182,6 +187,15 @@ class MultiHeadAttention(Module):
         Returns
         -------
         (batch, Lq, embed_dim), or ``(output, weights)``.
+
+        Raises
+        ------
+        ValueError
+            An input not (batch, seq, embed_dim); query, key and value with different batch
+            sizes (no silent broadcasting), or key and value of different lengths; a mask that
+            does not broadcast to (batch, num_heads, Lq, Lk) as described above.
+        TypeError
+            A mask that is not boolean (also with ``causal=True``).
         """
         dt = self.q_proj.weight.dtype
         query = as_input(query, dt)
@@ -193,12 +207,27 @@ class MultiHeadAttention(Module):
         for name, t in (("query", query), ("key", key), ("value", value)):
             if len(t.shape) != 3 or t.shape[-1] != self.embed_dim:
                 raise ValueError(f"calcml.nn.MultiHeadAttention: {name} must have shape "
-                                 f"(batch, seq, {self.embed_dim}), got {tuple(t.shape)}")
-        Lq, Lk = query.shape[1], key.shape[1]
+                                 f"(batch, seq, {self.embed_dim}), got shape {tuple(t.shape)} "
+                                 f"and dtype {t.dtype}")
+        B, Lq, Lk = query.shape[0], query.shape[1], key.shape[1]
+        if key.shape[0] != B or value.shape[0] != B or value.shape[1] != Lk:
+            raise ValueError(f"calcml.nn.MultiHeadAttention: query, key and value need the same "
+                             f"batch size and key and value the same length, got query "
+                             f"{tuple(query.shape)}, key {tuple(key.shape)} and value "
+                             f"{tuple(value.shape)}")
         if mask is not None:
             mask = np.asarray(mask)
+            if mask.ndim not in (2, 3, 4):
+                raise ValueError(f"calcml.nn.MultiHeadAttention: mask must be (Lq, Lk), (batch, "
+                                 f"Lq, Lk) or (batch, num_heads, Lq, Lk), got shape "
+                                 f"{mask.shape} and dtype {mask.dtype}")
+            full = (B, self.num_heads, Lq, Lk)
+            what = "(batch, num_heads, Lq, Lk) ="
             if mask.ndim == 3:
+                _check_mask(mask, (B, Lq, Lk), "MultiHeadAttention",
+                            "(batch, Lq, Lk) =")
                 mask = mask[:, None]
+            mask = _check_mask(mask, full, "MultiHeadAttention", what)
         if causal:
             cm_ = causal_mask(Lq, Lk)
             mask = cm_ if mask is None else np.logical_and(mask, cm_)

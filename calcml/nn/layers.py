@@ -100,9 +100,17 @@ class Linear(Module):
     def forward(self, x):
         if type(x) is not Tensor:  # (every layer but the first gets a Tensor)
             x = as_input(x, self.weight.dtype)
-        if self.bias is None:
-            return ops.matmul(x, ops.transpose(self.weight))
-        return ops.linear(x, self.weight, self.bias)  # x Wᵀ + b as one node
+        try:
+            if self.bias is None:
+                return ops.matmul(x, ops.transpose(self.weight))
+            return ops.linear(x, self.weight, self.bias)  # x Wᵀ + b as one node
+        except ValueError:  # checked only on failure: the hot path stays one call
+            shape = tuple(x.shape)
+            if not shape or shape[-1] != self.in_features:
+                raise ValueError(f"calcml.nn.Linear: expected input of shape (..., "
+                                 f"{self.in_features}) (in_features last), got shape {shape} "
+                                 f"and dtype {x.dtype}") from None
+            raise
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -189,7 +197,20 @@ class LogSoftmax(Softmax):
 
 
 class Flatten(Module):
-    """Flatten every axis from ``start_axis`` on: (n, a, b) -> (n, a·b) by default."""
+    """Flatten every axis from ``start_axis`` on: (n, a, b) -> (n, a·b) by default.
+
+    Parameters
+    ----------
+    start_axis : int
+        The first axis merged (negative counts from the end).  The input needs at least
+        ``start_axis + 1`` axes: a (n,) input with ``start_axis=1`` is an error, not (n, 1).
+
+    Notes
+    -----
+    The output shape is ``shape[:start_axis] + (prod(shape[start_axis:]),)``, computed
+    explicitly, so an empty batch (0, a, b) gives (0, a·b).  The gradient is the output's
+    gradient reshaped back.
+    """
 
     def __init__(self, start_axis=1):
         super().__init__()
@@ -198,14 +219,52 @@ class Flatten(Module):
     def forward(self, x):
         x = as_input(x)
         shape = tuple(x.shape)
-        return ops.reshape(x, shape[:self.start_axis] + (-1,))
+        nd = len(shape)
+        start = self.start_axis + nd if self.start_axis < 0 else self.start_axis
+        if not 0 <= start < nd:
+            raise ValueError(f"calcml.nn.Flatten: start_axis={self.start_axis} needs an input "
+                             f"with more than {start} axes, got shape {shape} and "
+                             f"dtype {x.dtype}")
+        return ops.reshape(x, shape[:start] + (int(np.prod(shape[start:], dtype=np.int64)),))
+
+    def extra_repr(self):
+        return f"start_axis={self.start_axis}"
 
 
 # --- dropout ------------------------------------------------------------------------------
 
+def _check_dropout_args(p, mode, who):
+    p = float(p)
+    if not 0.0 <= p <= 1.0:  # (also refuses NaN)
+        raise ValueError(f"calcml.nn.{who}: p is a probability in [0, 1] (of dropping a "
+                         f"unit), got {p}")
+    if mode not in ("inverted", "classic"):
+        raise ValueError(f"calcml.nn.{who}: mode must be 'inverted' or 'classic', got {mode!r}")
+    return p
+
+
 def dropout(x, p, training=True, mode="inverted", rng=None):
-    r"""Dropout as a function: see :class:`Dropout`.  Returns ``(output, keep_mask)``
-    (``keep_mask`` None when nothing was drawn)."""
+    r"""Dropout as a function: see :class:`Dropout`.
+
+    Parameters
+    ----------
+    x : array or Tensor
+    p : float in [0, 1]
+        The probability of *dropping* a unit; the keep probability is q = 1 - p.
+    training : bool
+    mode : {"inverted", "classic"}
+    rng : numpy.random.Generator or int, optional
+
+    Returns
+    -------
+    ``(output, keep_mask)``, ``keep_mask`` None when nothing was drawn.
+
+    Notes
+    -----
+    Inverted: training m ⊙ x / q, evaluation x.  Classic: training m ⊙ x, evaluation q · x.
+    m_i ~ Bernoulli(q).  A ``p`` outside [0, 1] or an unknown ``mode`` raises ``ValueError``.
+    """
+    p = _check_dropout_args(p, mode, "dropout")
     x = as_input(x)
     keep = 1.0 - p
     if not training:
@@ -270,12 +329,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, mode="inverted", *, rng=None):
         super().__init__()
-        p = float(p)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"calcml.nn.Dropout: p is a probability in [0, 1], got {p}")
-        if mode not in ("inverted", "classic"):
-            raise ValueError(f"calcml.nn.Dropout: mode must be 'inverted' or 'classic', "
-                             f"got {mode!r}")
+        p = _check_dropout_args(p, mode, "Dropout")
         self.p, self.mode = p, mode
         self.generator = _init.as_generator(rng)
         self.last_mask = None

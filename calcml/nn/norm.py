@@ -40,6 +40,26 @@ def _float_dtype(dtype, who):
     return dt
 
 
+def _check_eps(eps, who):
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"calcml.nn.{who}: eps must be a number, got {eps!r}") from None
+    if not (np.isfinite(eps) and eps >= 0.0):
+        raise ValueError(f"calcml.nn.{who}: eps is added to the variance under the square "
+                         f"root and must be finite and >= 0, got {eps}")
+    return eps
+
+
+def _module_dtype(module):
+    """The dtype integer/list inputs are converted to: the parameters', else the buffers',
+    else the ``dtype`` given at construction."""
+    for t in (getattr(module, "weight", None), getattr(module, "running_mean", None)):
+        if t is not None:
+            return t.dtype
+    return module._dtype
+
+
 def _normalize(x, mean, var, eps, weight, bias):
     y = (x - mean) * (1.0 / ops.sqrt(var + eps))
     if weight is not None:
@@ -76,7 +96,7 @@ class BatchNorm1d(Module):
     ----------
     num_features : int
     eps : float
-        Added to the variance under the square root.
+        Added to the variance under the square root; finite and >= 0.
     momentum : float
         Weight of the newest batch in the running statistics (PyTorch's convention, the
         opposite of a decay rate): r ← (1 - momentum) r + momentum · batch statistic.
@@ -86,6 +106,8 @@ class BatchNorm1d(Module):
         Keep ``running_mean`` and ``running_var`` for evaluation; without them evaluation also
         uses the batch's statistics.
     dtype : floating dtype
+        Of the parameters and buffers; integer or list inputs are converted to it (also
+        without affine parameters).  Floating inputs keep their dtype (NumPy promotion).
 
     Attributes
     ----------
@@ -126,10 +148,18 @@ class BatchNorm1d(Module):
         if num_features <= 0:
             raise ValueError(f"calcml.nn.BatchNorm1d: num_features must be positive, "
                              f"got {num_features}")
-        if not 0.0 <= float(momentum) <= 1.0:
+        try:
+            mom = float(momentum)
+        except (TypeError, ValueError):
+            raise TypeError(f"calcml.nn.BatchNorm1d: momentum must be a number in [0, 1] (the "
+                            f"weight of the newest batch; a cumulative average, PyTorch's "
+                            f"momentum=None, is not supported), got {momentum!r}") from None
+        if not 0.0 <= mom <= 1.0:
             raise ValueError(f"calcml.nn.BatchNorm1d: momentum must be in [0, 1], got {momentum}")
+        eps = _check_eps(eps, "BatchNorm1d")
         dt = _float_dtype(dtype, "BatchNorm1d")
-        self.num_features, self.eps, self.momentum = num_features, float(eps), float(momentum)
+        self._dtype = dt
+        self.num_features, self.eps, self.momentum = num_features, eps, mom
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         if affine:
             self.weight = parameter(np.ones(num_features, dt))
@@ -147,11 +177,11 @@ class BatchNorm1d(Module):
         if len(shape) not in (2, 3) or shape[1] != self.num_features:
             raise ValueError(f"calcml.nn.BatchNorm1d: expected input of shape (batch, "
                              f"{self.num_features}) or (batch, {self.num_features}, length), "
-                             f"got {shape}")
+                             f"got shape {shape} and dtype {x.dtype}")
         return (0,) if len(shape) == 2 else (0, 2)
 
     def forward(self, x):
-        x = as_input(x, self.weight.dtype if self.affine else np.float64)
+        x = as_input(x, _module_dtype(self))
         axes = self._check(x)
         shape = (1, self.num_features) + ((1,) if len(axes) == 2 else ())
         w = b = None
@@ -164,7 +194,8 @@ class BatchNorm1d(Module):
             if self.training and m <= 1:
                 raise ValueError(f"calcml.nn.BatchNorm1d: training needs more than one value "
                                  f"per feature to estimate a variance, got input of shape "
-                                 f"{tuple(x.shape)}")
+                                 f"{tuple(x.shape)} and dtype {x.dtype} (use eval() for a "
+                                 f"single example)")
             mean = ops.mean(x, axis=axes, keepdims=True)
             var = ops.var(x, axis=axes, keepdims=True)
             if self.training and self.track_running_stats:
@@ -203,8 +234,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     ns = (int(normalized_shape),) if np.ndim(normalized_shape) == 0 else \
         tuple(int(s) for s in normalized_shape)
     if tuple(x.shape[len(x.shape) - len(ns):]) != ns or len(x.shape) < len(ns):
-        raise ValueError(f"calcml.nn.LayerNorm: input of shape {tuple(x.shape)} does not end "
-                         f"in normalized_shape {ns}")
+        raise ValueError(f"calcml.nn.LayerNorm: input of shape {tuple(x.shape)} and dtype "
+                         f"{x.dtype} does not end in normalized_shape {ns}")
     axes = tuple(range(-len(ns), 0))
     mean = ops.mean(x, axis=axes, keepdims=True)
     var = ops.var(x, axis=axes, keepdims=True)
@@ -219,9 +250,12 @@ class LayerNorm(Module):
     normalized_shape : int or tuple of int
         The shape of the trailing axes normalized (e.g. ``embed_dim``).
     eps : float
+        Added to the variance under the square root; finite and >= 0.
     elementwise_affine : bool
         Learn ``weight`` γ (ones) and ``bias`` β (zeros) of shape ``normalized_shape``.
     dtype : floating dtype
+        Of the parameters and buffers; integer or list inputs are converted to it (also
+        without affine parameters).  Floating inputs keep their dtype (NumPy promotion).
 
     Notes
     -----
@@ -241,8 +275,13 @@ class LayerNorm(Module):
         super().__init__()
         ns = (int(normalized_shape),) if np.ndim(normalized_shape) == 0 else \
             tuple(int(s) for s in normalized_shape)
+        if not ns or any(s <= 0 for s in ns):
+            raise ValueError(f"calcml.nn.LayerNorm: normalized_shape must be positive sizes, "
+                             f"got {normalized_shape!r}")
+        eps = _check_eps(eps, "LayerNorm")
         dt = _float_dtype(dtype, "LayerNorm")
-        self.normalized_shape, self.eps = ns, float(eps)
+        self._dtype = dt
+        self.normalized_shape, self.eps = ns, eps
         self.elementwise_affine = bool(elementwise_affine)
         if elementwise_affine:
             self.weight = parameter(np.ones(ns, dt))
@@ -251,9 +290,8 @@ class LayerNorm(Module):
             self.weight = self.bias = None
 
     def forward(self, x):
-        dt = self.weight.dtype if self.elementwise_affine else np.float64
-        return layer_norm(as_input(x, dt), self.normalized_shape, self.weight, self.bias,
-                          self.eps)
+        return layer_norm(as_input(x, _module_dtype(self)), self.normalized_shape, self.weight,
+                          self.bias, self.eps)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}"
