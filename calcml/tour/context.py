@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Check", "SectionContext", "json_safe", "best_time"]
+__all__ = ["Check", "SectionContext", "json_safe", "best_time", "worst", "least"]
 
 _COMPARISONS = {
     "==": lambda m, e: m == e,
@@ -73,6 +73,31 @@ def json_safe(v):
     if isinstance(v, (np.integer, np.floating, np.bool_)):
         return json_safe(v.item())
     return str(v)
+
+
+def _as_floats(values):
+    vals = values[0] if len(values) == 1 else values
+    if isinstance(vals, (dict,)):
+        vals = list(vals.values())
+    elif not hasattr(vals, "dtype") and not isinstance(vals, (list, tuple)):
+        vals = list(vals)  # a generator or other iterable
+    return np.asarray(vals, dtype=float)
+
+
+def worst(*values):
+    """The largest of ``values`` (one iterable, or several numbers), NaN if any is NaN or if
+    there are none.
+
+    Python's ``max`` drops a NaN that is not first (``max([0.0, nan]) == 0.0``), so a check
+    of ``max(errors) ≤ tol`` would pass with a NaN error; this one makes it fail."""
+    a = _as_floats(values)
+    return float(np.max(a)) if a.size else math.nan
+
+
+def least(*values):
+    """The smallest of ``values``, NaN if any is NaN or if there are none (see :func:`worst`)."""
+    a = _as_floats(values)
+    return float(np.min(a)) if a.size else math.nan
 
 
 def best_time(fn, repeat=5, number=1):
@@ -198,9 +223,11 @@ class SectionContext:
         Returns
         -------
         bool
-            Whether the check passed.  NaN never passes.
+            Whether the check passed.  NaN never passes, nor does an empty measurement.
         """
         try:
+            if np.size(measured) == 0:
+                raise ValueError("nothing was measured (empty)")
             if cmp == "close":
                 m = np.asarray(measured, dtype=float)
                 e = np.asarray(expected, dtype=float)

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 import calcml as cm
 from calcml import viz
 from calcml.tour import section
+from calcml.tour.context import worst
 
 nn = cm.nn
 
@@ -245,7 +246,7 @@ def run_batch_norm(ctx):
                   "running statistics)", 0.9, hi["test_acc"], cmp=">=")
         ctx.check("batch norm trains at every rate of the sweep (max final loss < "
                   f"{TRAINS_BELOW})", TRAINS_BELOW,
-                  max(r["final"] for (k, _), r in runs.items() if k == "bn"), cmp="<")
+                  worst(r["final"] for (k, _), r in runs.items() if k == "bn"), cmp="<")
         ctx.check("largest trainable learning rate: with batch norm > plain", largest["plain"],
                   largest["batch norm"], cmp=">")
         _bn_gradient(ctx)
@@ -352,9 +353,9 @@ def _bn_gradient(ctx):
               caption="The chapter's batch-norm gradient against the true training-mode "
                       "gradient (relative errors)")
     ctx.check("training mode: engine gradient = closed form γ/√(σ²+ε)(g − ḡ − x̂·mean(g x̂)), "
-              "max rel. diff. over all m", 0.0, max(engine_train), atol=1e-12)
+              "max rel. diff. over all m", 0.0, worst(engine_train), atol=1e-12)
     ctx.check("evaluation mode: engine gradient = the chapter's γ/√(running σ² + ε)·g, max rel. "
-              "diff. over all m", 0.0, max(engine_eval), atol=1e-12)
+              "diff. over all m", 0.0, worst(engine_eval), atol=1e-12)
     ctx.check("training mode, m = 4: the chapter's formula is off by > 10 % (relative)", 0.1,
               iso[i4], cmp=">")
     ctx.check("relative error of the chapter's formula = √(2/(m−2)) within 10 % (isotropic g, "
@@ -365,8 +366,8 @@ def _bn_gradient(ctx):
     ctx.metric("batch_sizes", sizes)
     ctx.metric("chapter_grad_rel_error_isotropic", iso)
     ctx.metric("chapter_grad_rel_error_from_loss", real)
-    ctx.metric("engine_train_vs_closed_form", max(engine_train))
-    ctx.metric("engine_eval_vs_chapter", max(engine_eval))
+    ctx.metric("engine_train_vs_closed_form", worst(engine_train))
+    ctx.metric("engine_eval_vs_chapter", worst(engine_eval))
 
     fig, ax = viz.new_figure(size=(7.2, 4.4))
     viz.line_plot(ax, sizes, {"isotropic ∂L/∂y (measured)": iso,
@@ -630,7 +631,7 @@ def _ln_gradient(ctx):
     ctx.check("cm.check_grad (x, γ, β; rev, fwd, central differences; orders 1 and 2) passes",
               True, bool(report.passed), cmp="==")
     ctx.check("engine gradient = batch norm's closed form on the transpose (max rel. diff.)",
-              0.0, max(rel_closed, rel_gx), atol=1e-12)
+              0.0, worst(rel_closed, rel_gx), atol=1e-12)
     ctx.check("statistics-frozen shortcut γ/√(σ²+ε)·∂L/∂y is not the gradient (rel. error "
               "> 10 %)", 0.1, rel_naive, cmp=">")
     ctx.metric("central_difference_rel_error", {"x": rel_x, "weight": rel_w})

@@ -47,6 +47,20 @@ def run(ctx):
         ctx.metric("wall_time_s", times)
 
 
+def contraction_ratio(residuals):
+    """The largest ratio r_{k+1}/r_k of successive residuals of an iteration, over the steps
+    with r_k > 0 (an exact 0 ends the contraction; 0/0 is not a ratio).  NaN if any residual is
+    not finite (a diverging iteration must fail the check, not be filtered out of it) or if
+    there is no ratio at all."""
+    r = np.asarray(residuals, dtype=float)
+    if r.size < 2 or not np.all(np.isfinite(r)):
+        return float("nan")
+    live = r[:-1] > 0
+    if not np.any(live):
+        return float("nan")
+    return float(np.max(r[1:][live] / r[:-1][live]))
+
+
 def _bellman(ctx, mdp):
     ctx.status("Bellman equation: exact and iterative")
     policies = {"uniform random": np.full((16, 4), 0.25),
@@ -62,9 +76,8 @@ def _bellman(ctx, mdp):
         ctx.check(f"{name} policy, γ = {GAMMA}: max |V_exact − V_iterative| over the 16 states",
                   1e-10, err, cmp="<=")
         curves[name] = it.residuals
-    ratio = curves["uniform random"][1:] / curves["uniform random"][:-1]
     ctx.check("the backup contracts: max ratio of successive residuals ≤ γ", GAMMA,
-              float(ratio[np.isfinite(ratio)].max()), cmp="<=")
+              contraction_ratio(curves["uniform random"]), cmp="<=")
     ctx.metric("bellman_max_abs_diff", {r[0]: r[3] for r in rows})
     ctx.metric("bellman_iterations", {r[0]: r[2] for r in rows})
     ctx.text(

@@ -20,6 +20,7 @@ import numpy as np
 import calcml as cm
 from calcml import viz
 from calcml.tour import section
+from calcml.tour.context import worst
 
 nn = cm.nn
 
@@ -107,7 +108,7 @@ def _jacobian(ctx):
                "… forward mode", "max |∂F/∂x − closed form|"], rows,
               caption="The Jacobian of y = F(x) + x, float64")
     ctx.check("∂y/∂x = ∂F/∂x + I, both blocks, reverse and forward mode (max abs. diff.)", 0.0,
-              max(rows[0][2], rows[0][3], rows[1][2], rows[1][3]), atol=1e-14)
+              worst(rows[0][2], rows[0][3], rows[1][2], rows[1][3]), atol=1e-14)
     ctx.check("tanh block: ∂F/∂x = diag(1 − tanh²(Wx + b)) W (max abs. diff.)", 0.0,
               rows[0][4], atol=1e-14)
     ctx.check("∂L/∂x from backward() = ∂L/∂y (∂F/∂x + I) (max abs. diff.)", 0.0,

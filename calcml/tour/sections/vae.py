@@ -23,6 +23,7 @@ import calcml as cm
 from calcml import generative as gm
 from calcml import viz
 from calcml.tour import section
+from calcml.tour.context import least
 
 LATENT = 8
 HIDDEN = 128
@@ -275,7 +276,7 @@ def _reparam_check(ctx):
     ctx.check("reparameterized gradient vs exact: max |z| over 4 functions × (μ, σ)", 4.0,
               worst, cmp="<")
     ctx.check("score-function s.e. > 2 × reparameterized s.e. for (z − 2)² (both partials)",
-              2.0, min(ratio["(z − 2)²"]), cmp=">")
+              2.0, least(ratio["(z − 2)²"]), cmp=">")
 
     fig, axes = viz.new_figure(1, 2, size=(10.0, 3.8))
     for ax, name in zip(axes, ("(z − 2)²", "exp z")):
