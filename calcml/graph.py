@@ -267,7 +267,8 @@ def make_graph(f, *args, names=None, constants=True):
             for i, v in enumerate(vals):
                 if i not in src and v is not None:
                     src[i] = add("const", None, _const_name(v), v)
-        ids[seq] = add("op", prim.name, prim.name, value, dict(params or {}))
+        shown = {k: v for k, v in (params or {}).items() if k != "_saved"}  # not a parameter
+        ids[seq] = add("op", prim.name, prim.name, value, shown)
         edges.extend((s, ids[seq], i) for i, s in sorted(src.items()))
 
     outputs = []

@@ -85,7 +85,11 @@ class _TensorTrace:
                             parents.append((i, a._node))
                 i += 1
         try:
-            out = prim.impl(*vals, **params)
+            if parents is None or prim.impl_saving is None:
+                out = prim.impl(*vals, **params)
+            else:  # keep what the reverse rules can reuse (see Primitive.impl_saving)
+                out, saved = prim.impl_saving(*vals, **params)
+                params = {**params, "_saved": saved}
         except (IndexError, ValueError, TypeError) as exc:
             raise op_error(prim.name, vals, exc) from None
         t = _new(Tensor)

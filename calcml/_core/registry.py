@@ -37,12 +37,19 @@ OPS: dict[str, OpInfo] = {}
 class Primitive:
     """An operation the engine differentiates directly (see module docstring)."""
 
-    __slots__ = ("name", "impl", "vjps", "jvps", "jvp_joint", "elementwise", "broadcasts")
+    __slots__ = ("name", "impl", "vjps", "jvps", "jvp_joint", "elementwise", "broadcasts",
+                 "impl_saving")
 
     def __init__(self, name, impl, vjps, jvps, jvp_joint=None, elementwise=False,
-                 broadcasts=False):
+                 broadcasts=False, impl_saving=None):
         self.name = name
         self.impl = impl
+        # ``impl_saving(*vals, **params) -> (out, saved)``: the implementation, also handing
+        # back intermediates of the forward computation that the reverse rules can reuse.
+        # A trace that records a node over plain arrays (first order) calls it and keeps
+        # ``saved`` in the node's params as ``_saved``; every rule must also work without it
+        # (higher order, forward mode, a direct call), recomputing in calcml operations.
+        self.impl_saving = impl_saving
         self.vjps = vjps
         self.jvps = jvps
         self.jvp_joint = jvp_joint
@@ -70,13 +77,14 @@ class _EveryArg:
 
 
 def defprim(name, impl, vjps=None, jvps=None, *, vjp_every=None, jvp_every=None,
-            jvp_joint=None, elementwise=False, broadcasts=None):
+            jvp_joint=None, elementwise=False, broadcasts=None, impl_saving=None):
     """Create and register a primitive.
 
     ``vjps``/``jvps`` are tuples with one rule per argument; a variadic primitive gives
     ``vjp_every``/``jvp_every`` instead, called as ``rule(i, g, out, vals, params)``.
     ``jvp_joint(tangents, out, vals, params)`` may replace the per-argument JVPs when the
-    output tangent is cheaper to form all at once.
+    output tangent is cheaper to form all at once.  ``impl_saving`` (see :class:`Primitive`)
+    lets the reverse rules reuse what the forward pass computed.
     """
     if name in PRIMITIVES:
         raise ValueError(f"calcml: primitive {name!r} is registered twice")
@@ -87,7 +95,7 @@ def defprim(name, impl, vjps=None, jvps=None, *, vjp_every=None, jvp_every=None,
         vjps = _EveryArg(vjp_every)
     if jvp_every is not None:
         jvps = _EveryArg(jvp_every)
-    prim = Primitive(name, impl, vjps, jvps, jvp_joint, elementwise, broadcasts)
+    prim = Primitive(name, impl, vjps, jvps, jvp_joint, elementwise, broadcasts, impl_saving)
     PRIMITIVES[name] = prim
     return prim
 

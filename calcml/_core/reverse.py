@@ -81,6 +81,12 @@ class ReverseTrace:
             if (not pa or a._trace is self) and (not pc or c._trace is self):
                 if isinstance(va, Box) or isinstance(vc, Box):  # lower traces see it next
                     out = bind(prim, (va, vc), params)
+                elif prim.impl_saving is not None and prim.vjps is not None:
+                    try:
+                        out, saved = prim.impl_saving(va, vc, **params)
+                    except (IndexError, ValueError, TypeError) as exc:
+                        raise op_error(prim.name, (va, vc), exc) from None
+                    params = {**params, "_saved": saved}  # see Primitive.impl_saving
                 else:
                     try:
                         out = prim.impl(va, vc, **params)
@@ -123,7 +129,11 @@ class ReverseTrace:
             out = bind(prim, vals, params)
         else:
             try:
-                out = prim.impl(*vals, **params)
+                if prim.impl_saving is None or not parents:
+                    out = prim.impl(*vals, **params)
+                else:
+                    out, saved = prim.impl_saving(*vals, **params)
+                    params = {**params, "_saved": saved}  # see Primitive.impl_saving
             except (IndexError, ValueError, TypeError) as exc:
                 raise op_error(prim.name, vals, exc) from None
         if not parents:

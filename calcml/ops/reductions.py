@@ -383,6 +383,38 @@ def _sce_impl(z, labels):
     return out
 
 
+def _sce_saving(z, labels):
+    """``_sce_impl`` that also keeps (e, s), e = exp(z - max z) and s = Σ e along the last
+    axis, from which the backward step forms softmax(z) = e / s without recomputing it."""
+    xp = backend.get_xp(z)
+    M = labels.size
+    zz = z - z.max(axis=-1, keepdims=True)
+    e = xp.exp(zz)
+    s = e.sum(axis=-1, keepdims=True)
+    picked = zz.reshape(-1, z.shape[-1])[xp.arange(M), labels.reshape(-1)]
+    out = (xp.log(s).sum() - picked.sum()) * (1.0 / (M or 1))
+    if not math.isfinite(out):  # an infinite logit: the guarded path, nothing kept
+        return _sce_impl(z, labels), None
+    return out, (e, s)
+
+
+def _sce_grad_from_saved(e, s, labels):
+    """(softmax(z) - onehot(labels)) / M from the forward's e and s (a fresh array)."""
+    xp = backend.get_xp(e)
+    M = labels.size
+    out = e / s
+    out.reshape(-1, e.shape[-1])[xp.arange(M), labels.reshape(-1)] -= 1.0
+    out *= 1.0 / (M or 1)
+    return out
+
+
+def _sce_vjp(g, out, z, labels, _saved=None):
+    if _saved is None:  # higher order, or a direct call: in calcml operations
+        return g * softmax_cross_entropy_grad(z, labels)
+    # first order over plain arrays: z is a constant to every trace, and so is its softmax
+    return g * _sce_grad_from_saved(*_saved, labels)
+
+
 def _sce_grad_impl(z, labels):
     xp = backend.get_xp(z)
     M = labels.size
@@ -420,9 +452,10 @@ def softmax_cross_entropy_grad(z, labels):
 
 _sce = defprim(
     "softmax_cross_entropy", _sce_impl,
-    vjps=(lambda g, out, z, labels: g * softmax_cross_entropy_grad(z, labels), None),
+    vjps=(_sce_vjp, None),
     jvps=(lambda t, out, z, labels: sum(softmax_cross_entropy_grad(z, labels) * t,
                                         axis=tuple(range(-ndim_of(z), 0))), None),
+    impl_saving=_sce_saving,  # the backward step reuses the forward's exponentials
 )
 
 
