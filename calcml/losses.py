@@ -746,6 +746,15 @@ class CrossEntropy(Loss):
     which is (softmax(z) - T)/M when each row of T sums to 1.  Computed through
     ``log_softmax`` (z - logsumexp(z)): finite value and gradient for logits of any size.
 
+    Infinite logits.  A -inf logit has probability 0: a target of 0 there contributes
+    0 log 0 = 0 (masking works), a label or positive target there makes the loss +inf, and
+    the gradient stays (softmax(z)·ΣT - T)/M, finite.  With integer labels a row with k
+    logits at +inf takes the limit softmax = 1/k on them and 0 elsewhere: its term is log k
+    if the label is among them (0 for k = 1), +inf otherwise, and its gradient row is
+    finite; ``derivative`` gives the same limit for probability targets too, while their
+    value and autodiff gradient (through ``log_softmax``) are NaN in such a row.  A row of
+    -inf only has no softmax (0/0) and gives NaN, as NaN logits do.
+
     Examples
     --------
     >>> import numpy as np, calcml as cm
@@ -799,7 +808,11 @@ class CrossEntropy(Loss):
         t = self._target(y_true, z)
         if tuple(t.shape) != tuple(z.shape):  # labels: one fused step, no one-hot matrix
             return softmax_cross_entropy(z, t)
-        return sum(t * log_softmax(z, axis=-1)) * (-1.0 / _rows(z))
+        terms = t * log_softmax(z, axis=-1)
+        zv, tv = _values(z), _values(t)
+        if zv is not None and tv is not None and not bool(backend.get_xp(zv).isfinite(zv).all()):
+            terms = where(tv != 0, terms, 0.0)  # 0 log 0 = 0 at a -inf logit with target 0
+        return sum(terms) * (-1.0 / _rows(z))
 
     def _derivative(self, y_true, y_pred):
         z = _float_pred(self.name, y_pred)
@@ -808,8 +821,14 @@ class CrossEntropy(Loss):
         xp = backend.get_xp(z)
         if t.shape != z.shape:
             t = t[..., None] == xp.arange(z.shape[-1])
-        e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
-        s = e / xp.sum(e, axis=-1, keepdims=True)
+        m = xp.max(z, axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            zz = z - xp.where(xp.isfinite(m), m, 0.0)
+        # a row with +inf logits: its limit, softmax = 1/k on its k +inf entries, 0 elsewhere
+        zz = xp.where(m == xp.inf, xp.where(z == xp.inf, 0.0, -xp.inf), zz).astype(z.dtype)
+        e = xp.exp(zz)
+        with np.errstate(invalid="ignore"):
+            s = e / xp.sum(e, axis=-1, keepdims=True)  # a row of -inf only: 0/0, NaN
         t = t if t.dtype == z.dtype else t.astype(z.dtype)
         return (s * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / _rows(z))
 

@@ -367,19 +367,41 @@ def _one_hot(labels, like):
     return (raw(labels)[..., None] == xp.arange(z.shape[-1])).astype(z.dtype)
 
 
+def _sce_limit_logits(z):
+    """``z`` shifted row by row for the guarded path: finite row maxima subtracted, and a row
+    whose maximum is +inf replaced by its limit (0 at the +inf entries, -inf elsewhere).
+
+    Notes
+    -----
+    As z_j → +inf for the k entries j ∈ K of a row (at one rate, the others fixed),
+    softmax(z) → 1/k on K and 0 elsewhere, so log softmax(z) → -log k on K and -inf elsewhere:
+    exactly log softmax of this replacement row.  A row of -inf only has no limit (0/0) and
+    stays -inf, giving NaN; NaN logits stay NaN.
+    """
+    m = np.max(z, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        zz = z - np.where(np.isfinite(m), m, 0.0)
+    top = m == np.inf
+    if top.any():
+        limit = np.where(z == np.inf, 0.0, -np.inf).astype(z.dtype)
+        zz = np.where(top, limit, zz)
+    return zz
+
+
 def _sce_impl(z, labels):
+    """Mean over rows of logsumexp(z_r) - z_{r, y_r}; see :func:`softmax_cross_entropy`."""
     xp = backend.get_xp(z)
     M = labels.size
     zz = z - z.max(axis=-1, keepdims=True)
     lse = xp.log(xp.exp(zz).sum(axis=-1))
     picked = zz.reshape(-1, z.shape[-1])[xp.arange(M), labels.reshape(-1)]
     out = (lse.sum() - picked.sum()) * (1.0 / (M or 1))
-    if not math.isfinite(out):  # an infinite logit: subtract only the finite row maxima
-        m = z.max(axis=-1, keepdims=True)
-        zz = z - np.where(np.isfinite(m), m, 0.0)
-        lse = np.log(np.sum(np.exp(zz), axis=-1))
-        picked = np.take_along_axis(zz, labels[..., None], axis=-1)[..., 0]
-        out = np.sum(lse - picked) * (1.0 / (M or 1))
+    if not math.isfinite(out):  # an infinite logit: the limit, row by row (_sce_limit_logits)
+        zz = _sce_limit_logits(z)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lse = np.log(np.sum(np.exp(zz), axis=-1))
+            picked = np.take_along_axis(zz, labels[..., None], axis=-1)[..., 0]
+            out = np.sum(lse - picked) * (1.0 / (M or 1))
     return out
 
 
@@ -416,10 +438,17 @@ def _sce_vjp(g, out, z, labels, _saved=None):
 
 
 def _sce_grad_impl(z, labels):
+    """(softmax(z) - onehot(labels)) / M; rows with a +inf logit take the limit softmax."""
     xp = backend.get_xp(z)
     M = labels.size
-    e = xp.exp(z - z.max(axis=-1, keepdims=True))
-    e /= e.sum(axis=-1, keepdims=True)  # softmax(z), a fresh contiguous array
+    m = z.max(axis=-1, keepdims=True)
+    if not bool(xp.isfinite(m).all()):  # a +inf (or NaN, or all -inf) row: the guarded path
+        e = np.exp(_sce_limit_logits(z))
+        with np.errstate(invalid="ignore"):
+            e /= e.sum(axis=-1, keepdims=True)  # a row of -inf only: 0/0, NaN
+    else:
+        e = xp.exp(z - m)
+        e /= e.sum(axis=-1, keepdims=True)  # softmax(z), a fresh contiguous array
     e.reshape(-1, z.shape[-1])[xp.arange(M), labels.reshape(-1)] -= 1.0
     e *= 1.0 / (M or 1)
     return e
@@ -467,6 +496,13 @@ def softmax_cross_entropy(z, labels):
     L = (1/M) Σ_i (logsumexp(z_i) - z_i,y_i), computed with the row maximum subtracted;
     ∂L/∂z = (softmax(z) - onehot(y)) / M.  The labels are not checked here: the caller
     (``calcml.losses.cross_entropy``) validates them.
+
+    Infinite logits take the limit (a guarded path, run only when the fast one is not
+    finite).  A -inf logit has probability 0: its row's term is +inf if it is the label's,
+    and its gradient entry is 0 otherwise.  In a row with k logits at +inf, softmax is 1/k on
+    them and 0 elsewhere, so the row's term is log k when the label is one of them (0 for
+    k = 1) and +inf otherwise, and its gradient row (softmax - onehot)/M stays finite.  A row
+    of -inf only (0/0) and NaN logits give NaN.
     """
     z_ = z if isinstance(z, Box) else backend.asarray(z)
     return call(_sce, (z_, labels), {})
