@@ -16,8 +16,32 @@ __all__ = ["global_norm", "clip_by_global_norm", "clip_by_value"]
 
 
 def _sumsq(g):
+    """``Σ_i |g_i|²`` of one leaf, as a Python float.
+
+    Integer and boolean leaves are summed in float64 (an integer dot product wraps around
+    silently: ``[2**40, 0]`` would give 0); complex leaves use ``|g_i|² = g_i conj(g_i)``.
+    """
+    if not hasattr(g, "ravel"):  # a Python number as a leaf
+        g = np.asarray(g)
+    kind = g.dtype.kind
+    if kind not in "fc":
+        g = g.astype(np.float64)
     r = g.ravel()
+    if kind == "c":
+        return float(np.vdot(r, r).real)
     return float(np.dot(r, r))  # BLAS: no temporary, unlike (g * g).sum()
+
+
+def _check_floating(name, i, g):
+    """Refuse, by name, an update leaf that is not floating point: clipped values are not
+    integers, and NumPy cannot write them back into an integer array."""
+    dt = getattr(g, "dtype", None)
+    if dt is None:
+        dt = np.result_type(g)
+    if dt.kind not in "fc":
+        raise TypeError(f"calcml.optim.{name}: update leaf {i} has dtype {dt} and shape "
+                        f"{tuple(np.shape(g))}; gradients must be floating point (cast them, "
+                        f"e.g. g.astype(float))")
 
 
 def global_norm(tree):
@@ -30,9 +54,11 @@ def global_norm(tree):
     Returns
     -------
     float
-        ``‖g‖ = sqrt(Σ_leaves Σ_i g_i²)``.  Finite whenever every entry is finite: if the sum
-        of squares overflows (float32 gradients above ~1e19) it is recomputed with each leaf
-        scaled by its largest magnitude first.
+        ``‖g‖ = sqrt(Σ_leaves Σ_i |g_i|²)``; the leaves' sums are added in float64, integer
+        leaves are summed in float64 (never wrapping around).  Finite whenever every entry is
+        finite: if the sum of squares overflows (float32 gradients above ~1e19) it is
+        recomputed with each leaf scaled by its largest magnitude first.  NaN if any entry
+        is NaN, else ``inf`` if any entry is infinite, whatever the order of the leaves.
     """
     leaves = flatten(tree)[0]
     s = 0.0
@@ -42,9 +68,12 @@ def global_norm(tree):
     if math.isfinite(s):
         return math.sqrt(s)
     # Overflow (or a non-finite entry): scale by the largest magnitude, in float64.
-    big = max((float(np.max(np.abs(g))) if np.size(g) else 0.0) for g in leaves)
+    mags = [float(np.max(np.abs(g))) if np.size(g) else 0.0 for g in leaves]
+    if any(math.isnan(m) for m in mags):  # (max() of a list with NaN depends on its order)
+        return math.nan
+    big = max(mags)
     if not math.isfinite(big):
-        return big if not math.isnan(big) else math.nan
+        return big
     s = 0.0
     for g in leaves:
         s += _sumsq(np.divide(g, big, dtype=np.float64))
@@ -66,7 +95,9 @@ def clip_by_global_norm(max_norm):
     Raises
     ------
     ValueError
-        For a negative ``max_norm``.
+        For a negative or NaN ``max_norm``.
+    TypeError
+        At ``update``, for an update leaf that is not floating point (integer or boolean).
 
     Notes
     -----
@@ -82,11 +113,13 @@ def clip_by_global_norm(max_norm):
         return EmptyState()
 
     def run(updates, state, params, own_updates, own_state):
+        leaves, td = flatten(updates)
+        for i, g in enumerate(leaves):
+            _check_floating(name, i, g)
         norm = global_norm(updates)
         if norm <= c:
             return updates, state, own_updates  # unchanged: as owned as they came
         factor = c / norm  # NaN if the norm is NaN: the NaN propagates
-        leaves, td = flatten(updates)
         out = [np.multiply(g, factor, out=out_for(g, own_updates)) for g in leaves]
         return unflatten(td, out), state, True
 
@@ -108,7 +141,9 @@ def clip_by_value(max_value):
     Raises
     ------
     ValueError
-        For a negative ``max_value``.
+        For a negative or NaN ``max_value``.
+    TypeError
+        At ``update``, for an update leaf that is not floating point (integer or boolean).
 
     Notes
     -----
@@ -122,6 +157,7 @@ def clip_by_value(max_value):
         return EmptyState()
 
     def kernel(i, g, p, own):
+        _check_floating(name, i, g)
         return np.clip(g, -c, c, out=out_for(g, own)), True
 
     def start(state, params, own_state):

@@ -53,6 +53,10 @@ def _penalty(name, w1, w2):
         return EmptyState()
 
     def kernel(i, g, p, own):
+        if p.dtype.kind not in "fc":
+            raise TypeError(f"calcml.optim.{name}: parameter leaf {i} has dtype {p.dtype} and "
+                            f"shape {tuple(p.shape)}; parameters must be floating point (cast "
+                            f"them, e.g. x.astype(float))")
         if w1:
             u = np.sign(p, out=empty_like(p))
             u *= w1
@@ -66,6 +70,7 @@ def _penalty(name, w1, w2):
     def start(state, params, own_state):
         need_params(name, params)
         p_leaves, td = flatten(params)
+        p_leaves = [p if hasattr(p, "dtype") else np.asarray(p) for p in p_leaves]
         return kernel, lambda: state, (p_leaves, td, "params")
 
     return leafwise(name, init, start)
@@ -148,9 +153,13 @@ def soft_threshold(x, threshold):
     Returns
     -------
     array
-        Same dtype as ``x``; entries with ``|x| <= t`` are exactly 0.
+        Same dtype as ``x`` when it is floating point, float64 for integer or boolean ``x``;
+        entries with ``|x| <= t`` are exactly 0.
     """
     t = nonneg("soft_threshold", "threshold", threshold)
+    x = np.asarray(x) if not hasattr(x, "dtype") else x
+    if x.dtype.kind not in "fc":
+        x = x.astype(np.float64)
     a = np.abs(x, out=empty_like(x))
     a -= t
     np.maximum(a, 0.0, out=a)

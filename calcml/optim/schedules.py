@@ -266,11 +266,14 @@ class linear_schedule(Schedule):
     _args = ("init_value", "end_value", "transition_steps")
 
     def __init__(self, init_value, end_value, transition_steps):
-        name = type(self).__name__
-        self.init_value = nonneg(name, "init_value", init_value)
-        self.end_value = nonneg(name, "end_value", end_value)
-        self.transition_steps = _steps(name, "transition_steps", transition_steps,
-                                       allow_zero=True)
+        self._setup("linear_schedule", init_value, end_value, transition_steps,
+                    ("init_value", "end_value", "transition_steps"))
+
+    def _setup(self, name, init_value, end_value, transition_steps, what):
+        # ``what``: the caller's names of the three arguments, for the error messages
+        self.init_value = nonneg(name, what[0], init_value)
+        self.end_value = nonneg(name, what[1], end_value)
+        self.transition_steps = _steps(name, what[2], transition_steps, allow_zero=True)
 
     def _rates(self, k):
         if self.transition_steps == 0:
@@ -294,7 +297,8 @@ class linear_warmup(linear_schedule):
     _args = ("peak_value", "warmup_steps", "init_value")
 
     def __init__(self, peak_value, warmup_steps, init_value=0.0):
-        super().__init__(init_value, peak_value, warmup_steps)
+        self._setup("linear_warmup", init_value, peak_value, warmup_steps,
+                    ("init_value", "peak_value", "warmup_steps"))
         self.peak_value = self.end_value
         self.warmup_steps = self.transition_steps
 
