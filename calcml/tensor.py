@@ -72,18 +72,11 @@ class _TensorTrace:
                 if d._node is not None and vjps[2] is not None:
                     parents = [(2, d._node)] if parents is None else parents + [(2, d._node)]
         else:
-            vals = list(args)
-            parents = None
-            i = 0
-            for a in args:
-                if isinstance(a, Tensor):
-                    vals[i] = a._value
-                    if record and a._node is not None and vjps[i] is not None:
-                        if parents is None:
-                            parents = [(i, a._node)]
-                        else:
-                            parents.append((i, a._node))
-                i += 1
+            vals = [a._value if isinstance(a, Tensor) else a for a in args]
+            parents = [(i, a._node) for i, a in enumerate(args) if isinstance(a, Tensor)
+                       and a._node is not None and vjps[i] is not None] if record else None
+            if not parents:
+                parents = None
         try:
             if parents is None or prim.impl_saving is None:
                 out = prim.impl(*vals, **params)

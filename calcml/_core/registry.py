@@ -37,11 +37,11 @@ OPS: dict[str, OpInfo] = {}
 class Primitive:
     """An operation the engine differentiates directly (see module docstring)."""
 
-    __slots__ = ("name", "impl", "vjps", "jvps", "jvp_joint", "elementwise", "broadcasts",
-                 "impl_saving")
+    __slots__ = ("name", "impl", "vjps", "jvps", "jvp_joint", "vjp_joint", "elementwise",
+                 "broadcasts", "impl_saving")
 
     def __init__(self, name, impl, vjps, jvps, jvp_joint=None, elementwise=False,
-                 broadcasts=False, impl_saving=None):
+                 broadcasts=False, impl_saving=None, vjp_joint=None):
         self.name = name
         self.impl = impl
         # ``impl_saving(*vals, **params) -> (out, saved)``: the implementation, also handing
@@ -53,6 +53,12 @@ class Primitive:
         self.vjps = vjps
         self.jvps = jvps
         self.jvp_joint = jvp_joint
+        # ``vjp_joint(g, out, vals, params, wanted) -> [cotangent of vals[i] for i in wanted]``:
+        # the reverse rules of every argument in one call, for a primitive whose argument
+        # cotangents share most of their work (a stack of layers: the cotangent of each
+        # layer's weights needs those of the layers after it).  The backward pass uses it in
+        # place of ``vjps`` when present; ``vjps`` must still give each argument's rule.
+        self.vjp_joint = vjp_joint
         self.elementwise = elementwise
         # True when a rule may return a value of a broadcast shape (several array arguments
         # broadcast together, or batch axes of matmul): only then do the passes compare
@@ -63,28 +69,34 @@ class Primitive:
         return f"<calcml primitive {self.name}>"
 
 
-class _EveryArg:
-    """Rules of a variadic primitive: one function ``rule(i, g, out, vals, params)``."""
+class _EveryArg(dict):
+    """Rules of a variadic primitive: one function ``rule(i, g, out, vals, params)``, seen as
+    the sequence of per-argument rules ``self[i](g, out, *vals, **params)`` (each made on
+    first use and kept: the traces look them up on every call)."""
 
     __slots__ = ("rule",)
 
     def __init__(self, rule):
+        super().__init__()
         self.rule = rule
 
-    def __getitem__(self, i):
+    def __missing__(self, i):
         rule = self.rule
-        return lambda *a, **params: rule(i, a[0], a[1], a[2:], params)
+        f = self[i] = lambda *a, **params: rule(i, a[0], a[1], a[2:], params)
+        return f
 
 
 def defprim(name, impl, vjps=None, jvps=None, *, vjp_every=None, jvp_every=None,
-            jvp_joint=None, elementwise=False, broadcasts=None, impl_saving=None):
+            jvp_joint=None, elementwise=False, broadcasts=None, impl_saving=None,
+            vjp_joint=None):
     """Create and register a primitive.
 
     ``vjps``/``jvps`` are tuples with one rule per argument; a variadic primitive gives
     ``vjp_every``/``jvp_every`` instead, called as ``rule(i, g, out, vals, params)``.
     ``jvp_joint(tangents, out, vals, params)`` may replace the per-argument JVPs when the
-    output tangent is cheaper to form all at once.  ``impl_saving`` (see :class:`Primitive`)
-    lets the reverse rules reuse what the forward pass computed.
+    output tangent is cheaper to form all at once; ``vjp_joint(g, out, vals, params, wanted)``
+    likewise replaces the per-argument VJPs in the backward pass.  ``impl_saving`` (see
+    :class:`Primitive`) lets the reverse rules reuse what the forward pass computed.
     """
     if name in PRIMITIVES:
         raise ValueError(f"calcml: primitive {name!r} is registered twice")
@@ -95,7 +107,8 @@ def defprim(name, impl, vjps=None, jvps=None, *, vjp_every=None, jvp_every=None,
         vjps = _EveryArg(vjp_every)
     if jvp_every is not None:
         jvps = _EveryArg(jvp_every)
-    prim = Primitive(name, impl, vjps, jvps, jvp_joint, elementwise, broadcasts, impl_saving)
+    prim = Primitive(name, impl, vjps, jvps, jvp_joint, elementwise, broadcasts, impl_saving,
+                     vjp_joint)
     PRIMITIVES[name] = prim
     return prim
 

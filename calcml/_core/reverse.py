@@ -172,58 +172,78 @@ def backward_pass(root, seed):
 
     Returns ``{leaf seq: (leaf node, gradient)}`` for every leaf that the output depends on.
 
-    When the heap is empty and a node hands its cotangent to exactly one parent that had none
-    yet (a chain, the usual case in a layer stack), that parent goes next without a heap push
-    and pop: nothing else holds a cotangent, so no unvisited child of it can receive one.
-    Leaves (the parameters) never enter the heap: their gradients are summed where they
-    arrive.
+    When no other node holds a cotangent and a node hands its cotangent to exactly one parent
+    that had none yet (a chain, the usual case in a layer stack), that parent goes next
+    without a heap push and pop: nothing else holds a cotangent, so no unvisited child of it
+    can receive one.  A node with a single parent in that situation hands its cotangent over
+    directly, without the dictionary.  Leaves (the parameters) never enter the heap: their
+    gradients are summed where they arrive.  A primitive with a joint rule
+    (``Primitive.vjp_joint``) gives all its arguments' cotangents in one call.
     """
-    grads = {root[0]: seed}
+    grads = {}
     leaves = {}
     heap = []
     add, sum_to, pop = _add, _sum_to, grads.pop
-    node = root
+    node, g = root, seed
     while True:
         seq, prim, vals, params, out, parents = node
-        g = pop(seq)
         nxt = None
-        if prim is None:
+        if prim is None:  # the root itself is a leaf
             leaves[seq] = (node, g)
-        else:
-            vjps = prim.vjps
-            for i, parent in parents:
+            parents = ()
+        elif prim.vjp_joint is None and len(parents) == 1:  # a chain link: one rule, one parent
+            i, parent = parents[0]
+            try:
+                gi = prim.vjps[i](g, out, *vals, **params)
+            except Exception as exc:
+                raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals,
+                               exc) from exc
+            if prim.broadcasts:
                 try:
-                    gi = vjps[i](g, out, *vals, **params)
+                    if gi.shape != vals[i].shape:
+                        gi = sum_to(gi, vals[i].shape)
+                except AttributeError:  # a Python number somewhere
+                    gi = _unbroadcast(gi, vals[i], sum_to)
+            if parent[1] is not None and not heap and not grads:
+                node, g = parent, gi  # nothing else is pending: it goes next, no dict
+                continue
+            parents = ((parent, gi),)
+        else:
+            if prim.vjp_joint is not None:
+                try:
+                    gis = prim.vjp_joint(g, out, vals, params, [i for i, _ in parents])
                 except Exception as exc:
-                    raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals,
-                                   exc) from exc
-                if prim.broadcasts:
+                    raise op_error(f"{prim.name} (its reverse rule)", vals, exc) from exc
+            else:
+                vjps, gis = prim.vjps, []
+                for i, _ in parents:
                     try:
-                        shape = vals[i].shape
-                        if gi.shape != shape:
-                            gi = sum_to(gi, shape)
-                    except AttributeError:  # a Python number somewhere: compare np.shape
-                        shape = _shape(vals[i])
-                        if _shape(gi) != shape:
-                            gi = sum_to(gi, shape)
-                ps = parent[0]
-                if parent[1] is None:  # a leaf: nothing above it to visit, only collect
-                    if ps in leaves:
-                        leaves[ps] = (parent, add(leaves[ps][1], gi))
-                    else:
-                        leaves[ps] = (parent, gi)
-                    continue
-                if ps in grads:
-                    grads[ps] = add(grads[ps], gi)
+                        gis.append(vjps[i](g, out, *vals, **params))
+                    except Exception as exc:
+                        raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals,
+                                       exc) from exc
+            if prim.broadcasts:
+                gis = [_unbroadcast(gi, vals[i], sum_to) for (i, _), gi in zip(parents, gis)]
+            parents = [(parent, gi) for (_, parent), gi in zip(parents, gis)]
+        for parent, gi in parents:
+            ps = parent[0]
+            if parent[1] is None:  # a leaf: nothing above it to visit, only collect
+                if ps in leaves:
+                    leaves[ps] = (parent, add(leaves[ps][1], gi))
                 else:
-                    grads[ps] = gi
-                    if nxt is None and not heap:
-                        nxt = parent  # held back: goes next if it stays the only one
-                    else:
-                        if nxt is not None:
-                            heappush(heap, nxt)
-                            nxt = None
-                        heappush(heap, parent)
+                    leaves[ps] = (parent, gi)
+                continue
+            if ps in grads:
+                grads[ps] = add(grads[ps], gi)
+            else:
+                grads[ps] = gi
+                if nxt is None and not heap:
+                    nxt = parent  # held back: goes next if it stays the only one
+                else:
+                    if nxt is not None:
+                        heappush(heap, nxt)
+                        nxt = None
+                    heappush(heap, parent)
         if nxt is not None and not heap:
             node = nxt
         elif heap:
@@ -232,3 +252,17 @@ def backward_pass(root, seed):
             node = heappop(heap)
         else:
             return leaves
+        g = pop(node[0])
+
+
+def _unbroadcast(gi, v, sum_to):
+    """``gi`` summed down to the shape of the argument ``v`` when a rule returned it wider."""
+    try:
+        shape = v.shape
+        if gi.shape != shape:
+            gi = sum_to(gi, shape)
+    except AttributeError:  # a Python number somewhere: compare np.shape
+        shape = _shape(v)
+        if _shape(gi) != shape:
+            gi = sum_to(gi, shape)
+    return gi
