@@ -30,7 +30,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .. import backend
+from .. import backend, ops
 from ..tensor import Tensor
 
 __all__ = ["Module", "Sequential", "ModuleList", "Residual", "functional_call", "as_input"]
@@ -453,15 +453,94 @@ class Sequential(ModuleList):
     (5, 1)
     >>> [n for n, _ in model.named_parameters()]
     ['0.weight', '0.bias', '2.weight', '2.bias']
+
+    Notes
+    -----
+    Each run of two or more ``Linear`` layers (with a bias) and ``ReLU``, ``Tanh``,
+    ``Sigmoid`` or ``Identity`` modules is computed by ``calcml.ops.dense_stack`` as one node
+    of the graph, h_k = σ_k(h_{k-1} W_kᵀ + b_k), whose backward step walks the layers in one
+    call: the numbers are those of the modules called one by one, bit for bit, with fewer
+    nodes to record and visit.  Subclasses of these modules, and modules whose ``forward``
+    was replaced, are called as they are.
     """
 
     def __init__(self, *modules):
         super().__init__(modules)
 
     def forward(self, x):
-        for m in self._list:
-            x = m(x)
+        for step in self._fused_plan():
+            if type(step) is tuple:  # a run of Linear layers and activations: one node
+                x = _run_dense(step, x)
+            else:
+                x = step(x)
         return x
+
+    def _fused_plan(self):
+        """The modules, with each run of two or more of ``Linear`` (with a bias) and the
+        activations ``ReLU``, ``Tanh``, ``Sigmoid``, ``Identity`` replaced by a tuple
+        ``(linears, activation names, modules)`` that ``ops.dense_stack`` computes as one
+        node (the same numbers, one backward step instead of one per module).  Only modules
+        of exactly those classes whose ``forward`` is not replaced are fused, so a subclass
+        keeps its own behaviour.  Cached until the list of modules changes."""
+        mods = tuple(self._list)
+        cached = self.__dict__.get("_dense_plan")
+        if cached is not None and cached[0] == mods:
+            return cached[1]
+        plan = _plan_runs(mods)
+        self.__dict__["_dense_plan"] = (mods, plan)
+        return plan
+
+
+def _plan_runs(mods):
+    from .layers import Identity, Linear, ReLU, Sigmoid, Tanh
+
+    acts = {ReLU: "relu", Tanh: "tanh", Sigmoid: "sigmoid"}
+
+    def plain(m, *classes):
+        return type(m) in classes and "forward" not in m.__dict__
+
+    plan, i, n = [], 0, len(mods)
+    while i < n:
+        lins, names, j = [], [], i
+        while j < n and plain(mods[j], Linear) and mods[j].bias is not None:
+            k, name = j + 1, "identity"
+            if k < n and plain(mods[k], *acts):
+                name = acts[type(mods[k])]
+                k += 1
+            while k < n and plain(mods[k], Identity):
+                k += 1
+            lins.append(mods[j])
+            names.append(name)
+            j = k
+        if j - i >= 2:
+            plan.append((tuple(lins), tuple(names), mods[i:j]))
+            i = j
+        else:
+            plan.append(mods[i])
+            i += 1
+    return plan
+
+
+def _run_dense(step, x):
+    """A planned run of ``Sequential``: ``ops.dense_stack``, or the modules one by one when it
+    cannot apply (a bias removed since, an input the first layer refuses: its own error)."""
+    lins, names, mods = step
+    first = lins[0]
+    args = [x if type(x) is Tensor else as_input(x, first.weight.dtype)]
+    for lin in lins:
+        b = lin.bias
+        if b is None:
+            break
+        args.append(lin.weight)
+        args.append(b)
+    else:
+        try:
+            return ops.dense_stack(*args, activations=names)
+        except ValueError:  # checked only on failure: the layers say what is wrong
+            pass
+    for m in mods:
+        x = m(x)
+    return x
 
 
 class Residual(Module):

@@ -7,6 +7,7 @@ needs (accumulate, unbroadcast, reshape, broadcast) into ``calcml._core``.
 from .._core import forward as _forward
 from .._core import reverse as _reverse
 from . import methods as _methods  # noqa: F401  (attaches array behaviour to boxes)
+from .dense import dense_stack
 from .elementwise import (
                           abs,
                           add,
@@ -65,4 +66,5 @@ __all__ = [
     "mean", "min", "prod", "softmax", "std", "sum", "sum_to", "var", "broadcast_to",
     "concatenate", "expand_dims", "getitem", "moveaxis", "reshape", "scatter_add", "squeeze",
     "stack", "swapaxes", "take", "transpose", "dot", "einsum", "matmul", "linear",
+    "dense_stack",
 ]

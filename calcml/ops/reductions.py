@@ -434,7 +434,10 @@ def _sce_vjp(g, out, z, labels, _saved=None):
     if _saved is None:  # higher order, or a direct call: in calcml operations
         return g * softmax_cross_entropy_grad(z, labels)
     # first order over plain arrays: z is a constant to every trace, and so is its softmax
-    return g * _sce_grad_from_saved(*_saved, labels)
+    d = _sce_grad_from_saved(*_saved, labels)
+    if type(g) is np.ndarray and g.shape == () and g.dtype == d.dtype and g.item() == 1.0:
+        return d  # the seed of loss.backward(): x * 1 is x exactly, skip the product
+    return g * d
 
 
 def _sce_grad_impl(z, labels):

@@ -1,0 +1,190 @@
+"""A stack of dense layers as one primitive: what ``nn.Sequential`` runs for its runs of
+``Linear`` layers and element-wise activations.
+
+    h₀ = x,   z_k = h_{k-1} W_kᵀ + b_k,   h_k = σ_k(z_k)   (k = 1..L),   output h_L
+
+with σ_k one of ``identity``, ``relu``, ``tanh``, ``sigmoid``.  Computed layer by layer this is
+2L nodes and 2L backward steps; as one node it is one forward call and one backward step
+whose joint rule walks the layers backwards:
+
+    ∂L/∂z_k = ∂L/∂h_k ⊙ σ_k'(z_k),   ∂L/∂W_k = Σ (∂L/∂z_k)ᵀ h_{k-1},   ∂L/∂b_k = Σ ∂L/∂z_k,
+    ∂L/∂h_{k-1} = (∂L/∂z_k) W_k
+
+(sums over the leading axes).  Each step uses the very rules of ``linear`` and of the
+activation's primitive, so the fused stack gives the numbers of the layer-by-layer graph
+bit for bit.  At first order over plain arrays the forward pass keeps the h_k and z_k for the
+backward step (``impl_saving``); at higher order, and in forward mode, the rules recompute
+them in calcml operations, so the stack differentiates to any order like any primitive.
+"""
+
+from __future__ import annotations
+
+from .._core.registry import PRIMITIVES, Sample, defprim, register
+from ._base import call, shape_of
+from .elementwise import add, relu, sigmoid, tanh
+from .linalg import _lin_jvp_b, _lin_jvp_w, _lin_vjp_w, _linear_impl, linear, matmul
+from .reductions import sum_to
+from .shape import swapaxes
+
+__all__ = ["dense_stack", "ACTIVATIONS"]
+
+#: The activations a stack can hold: name -> (calcml operation, its primitive), None for
+#: the identity.
+ACTIVATIONS = {
+    "identity": None,
+    "relu": (relu, PRIMITIVES["relu"]),
+    "tanh": (tanh, PRIMITIVES["tanh"]),
+    "sigmoid": (sigmoid, PRIMITIVES["sigmoid"]),
+}
+
+
+def _impl(x, *wb, activations):
+    h = x
+    for k, act in enumerate(activations):
+        h = _linear_impl(h, wb[2 * k], wb[2 * k + 1])
+        if act != "identity":
+            h = ACTIVATIONS[act][1].impl(h)
+    return h
+
+
+def _impl_saving(x, *wb, activations):
+    """``_impl`` that also keeps (hs, zs): every layer's input h_{k-1} (hs[0] = x, hs[L] the
+    output) and pre-activation z_k, which the backward step needs."""
+    hs, zs = [x], []
+    h = x
+    for k, act in enumerate(activations):
+        h = _linear_impl(h, wb[2 * k], wb[2 * k + 1])
+        zs.append(h)
+        if act != "identity":
+            h = ACTIVATIONS[act][1].impl(h)
+        hs.append(h)
+    return h, (hs, zs)
+
+
+def _forward_ops(x, wb, activations):
+    """(hs, zs) of ``_impl_saving``, in calcml operations (a lower trace records them)."""
+    hs, zs = [x], []
+    h = x
+    for k, act in enumerate(activations):
+        h = linear(h, wb[2 * k], wb[2 * k + 1])
+        zs.append(h)
+        if act != "identity":
+            h = ACTIVATIONS[act][0](h)
+        hs.append(h)
+    return hs, zs
+
+
+def _vjp_joint(g, out, vals, params, wanted):
+    """The cotangents of ``vals[i]`` for i in ``wanted`` (x is 0; W_k, b_k are 2k+1, 2k+2)."""
+    acts = params["activations"]
+    x, wb = vals[0], vals[1:]
+    saved = params.get("_saved")
+    hs, zs = _forward_ops(x, wb, acts) if saved is None else saved
+    want = set(wanted)
+    first = 0 if 0 in want else (min(wanted) - 1) // 2  # the earliest layer needed
+    res = {}
+    for k in range(len(acts) - 1, first - 1, -1):
+        w, b = wb[2 * k], wb[2 * k + 1]
+        act = ACTIVATIONS[acts[k]]
+        # ∂L/∂z_k by the activation's own rule (vjp(g, out, x)), then linear's rules
+        gz = g if act is None else act[1].vjps[0](g, hs[k + 1], zs[k])
+        if 2 * k + 1 in want:
+            res[2 * k + 1] = _lin_vjp_w(gz, zs[k], hs[k], w, b)
+        if 2 * k + 2 in want:
+            res[2 * k + 2] = sum_to(gz, shape_of(b))
+        if k > first or 0 in want:
+            g = matmul(gz, w)
+    if 0 in want:
+        xs = tuple(shape_of(x))
+        res[0] = g if tuple(shape_of(g)) == xs else sum_to(g, xs)
+    return [res[i] for i in wanted]
+
+
+def _jvp_joint(tans, out, vals, params):
+    """The output tangent from the arguments' tangents (None: not perturbed), layer by layer;
+    tangents may carry leading batch axes (linear's rules handle them)."""
+    acts = params["activations"]
+    x, wb = vals[0], vals[1:]
+    h, th = x, tans[0]
+    last = len(acts) - 1
+    for k, name in enumerate(acts):
+        w, b = wb[2 * k], wb[2 * k + 1]
+        tw, tb = tans[2 * k + 1], tans[2 * k + 2]
+        z = linear(h, w, b)
+        tz = None if th is None else matmul(th, swapaxes(w, -1, -2))
+        if tw is not None:
+            t = _lin_jvp_w(tw, z, h, w, b)
+            tz = t if tz is None else add(tz, t)
+        if tb is not None:
+            t = _lin_jvp_b(tb, z, h, w, b)
+            tz = t if tz is None else add(tz, t)
+        act = ACTIVATIONS[name]
+        a = out if k == last else (z if act is None else act[0](z))
+        th = tz if tz is None or act is None else act[1].jvps[0](tz, a, z)
+        h = a
+    return th
+
+
+_dense = defprim(
+    "dense_stack", _impl,
+    vjp_every=lambda i, g, out, vals, params: _vjp_joint(g, out, vals, params, [i])[0],
+    jvp_every=lambda i, t, out, vals, params: _jvp_joint(
+        [t if j == i else None for j in range(len(vals))], out, vals, params),
+    vjp_joint=_vjp_joint, jvp_joint=_jvp_joint, impl_saving=_impl_saving, broadcasts=False,
+)
+
+_PARAMS: dict = {}  # activations tuple -> the params dict its nodes share (never mutated)
+
+
+def dense_stack(x, *weights_and_biases, activations):
+    r"""Dense layers applied one after the other, as one primitive.
+
+    Parameters
+    ----------
+    x : array (..., in)
+    *weights_and_biases : arrays
+        ``W_1, b_1, W_2, b_2, ...``: W_k of shape (out_k, in_k), b_k of shape (out_k,).
+    activations : sequence of str
+        σ_k for each layer: ``"identity"``, ``"relu"``, ``"tanh"`` or ``"sigmoid"``.
+
+    Returns
+    -------
+    array (..., out_L)
+        h_L, where h_k = σ_k(h_{k-1} W_kᵀ + b_k) and h_0 = x.
+
+    Notes
+    -----
+    The same numbers as ``linear`` and the activations applied one by one, bit for bit, as
+    one node of the graph: one backward step walks the layers with
+    ∂L/∂z_k = ∂L/∂h_k ⊙ σ_k'(z_k), ∂L/∂W_k = Σ (∂L/∂z_k)ᵀ h_{k-1}, ∂L/∂b_k = Σ ∂L/∂z_k and
+    ∂L/∂h_{k-1} = (∂L/∂z_k) W_k.  ``nn.Sequential`` uses it for its runs of ``Linear``
+    layers and activations.
+    """
+    acts = tuple(activations)
+    params = _PARAMS.get(acts)
+    if params is None:
+        bad = [a for a in acts if a not in ACTIVATIONS]
+        if bad or not acts:
+            raise ValueError(f"calcml.dense_stack: activations must be a non-empty sequence of "
+                             f"{sorted(ACTIVATIONS)}, got {activations!r}")
+        params = _PARAMS[acts] = {"activations": acts}
+    if len(weights_and_biases) != 2 * len(acts):
+        raise ValueError(f"calcml.dense_stack: {len(acts)} activations need {2 * len(acts)} "
+                         f"weights and biases (W_1, b_1, ...), got {len(weights_and_biases)}")
+    return call(_dense, (x, *weights_and_biases), params)
+
+
+def _samples(rng):
+    n = rng.normal
+    return [
+        Sample((n(size=(5, 3)), n(size=(4, 3)), n(size=4), n(size=(2, 4)), n(size=2)),
+               {"activations": ("tanh", "identity")}, argnums=(0, 1, 2, 3, 4)),
+        Sample((n(size=(3,)), n(size=(4, 3)), n(size=4), n(size=(4, 4)), n(size=4),
+                n(size=(2, 4)), n(size=2)),
+               {"activations": ("sigmoid", "tanh", "sigmoid")}, argnums=(0, 1, 2, 3, 4, 5, 6)),
+        Sample((n(size=(2, 3, 3)), n(size=(4, 3)), n(size=4), n(size=(2, 4)), n(size=2)),
+               {"activations": ("relu", "tanh")}, argnums=(1, 2, 3, 4)),
+    ]
+
+
+register("dense_stack", dense_stack, _samples, public=False)
