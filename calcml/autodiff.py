@@ -76,6 +76,12 @@ def _finish(g, like, taken):
     """A gradient as the user receives it: an array of ``like``'s shape and dtype that shares
     memory with nothing else handed out (``taken``: ids of the owners of the seed and of the
     gradients already returned; a rule such as add's passes one cotangent to two inputs)."""
+    if (type(g) is np.ndarray and g.base is None and g.dtype == like.dtype
+            and g.shape == like.shape and g.flags.writeable and id(g) not in taken):
+        # the common case, a fresh array that owns its memory: the checks below, without
+        # their calls (a gradient is finished once per argument on every call)
+        taken.add(id(g))
+        return g
     g = _plain(g)
     if isinstance(g, Box):
         return g
@@ -161,6 +167,25 @@ def _strip(tree, trace):
     return unflatten(td, [_own(v, trace) for v in leaves])
 
 
+def _scalar_and_seed(out, trace, fname, needs):
+    """The value of ``out``, the function's output under ``trace``, checked to be a
+    floating-point scalar (the errors of ``_check_scalar``; ``needs`` ends the dtype error),
+    and the seed d out / d out = 1 for the backward pass."""
+    r = out
+    while isinstance(r, Box):
+        r = r._value
+    if (isinstance(r, (np.ndarray, np.generic)) and r.shape == () and r.dtype.kind in "fc"
+            and isinstance(out, ReverseBox) and out._trace is trace):
+        # the common case, a NumPy scalar that depends on the argument: every check below
+        # passes, and the seed is the one _seed_like makes
+        return out._value, np.array(1.0, dtype=r.dtype)
+    _check_scalar(out, fname)
+    value = _own(out, trace)
+    if getattr(value, "dtype", _F64).kind not in "fc":
+        raise TypeError(f"calcml.{fname}: the function returned dtype {value.dtype}; {needs}")
+    return value, _seed_like(value)
+
+
 def _seed_like(out):
     """d out / d out = 1, in the output's dtype and on its backend."""
     r = _raw(out)
@@ -178,6 +203,37 @@ def _reverse(f, args, kwargs, nums, fname):
     args, records = _box_args(args, nums, trace, fname,
                               lambda v: ReverseBox(v, trace, leaf_node()))
     return trace, f(*args, **kwargs), records
+
+
+def _value_and_grad_one(f, args, kwargs, n):
+    """``value_and_grad(f, n)`` for one floating-point array (or box) at ``args[n]``: the
+    same passes and checks without the argument handling of the general path, which costs
+    several times what a small function does (a training step calls this thousands of
+    times)."""
+    x = args[n]
+    trace = ReverseTrace(new_level())
+    leaf = ReverseBox(x, trace, leaf_node())
+    out = f(*args[:n], leaf, *args[n + 1:], **kwargs)
+    value, seed = _scalar_and_seed(out, trace, "grad", _GRAD_NEEDS)
+    if not (isinstance(out, ReverseBox) and out._trace is trace):
+        return value, _zeros_like(x)
+    hit = backward_pass(out._node, seed).get(leaf._node[0])
+    if hit is None:
+        return value, _zeros_like(x)
+    return value, _finish(hit[1], x, {id(backend.owner(seed))})
+
+
+def _one_float_arg(args, n):
+    """Whether ``args[n]`` exists and is a floating-point array or box (``_value_and_grad_one``
+    applies)."""
+    if 0 <= n < len(args):
+        a = args[n]
+        return (type(a) is np.ndarray or isinstance(a, Box)) and a.dtype.kind == "f"
+    return False
+
+
+_GRAD_NEEDS = "a gradient needs a floating-point output"
+_HESS_NEEDS = "a Hessian needs a floating-point output"
 
 
 def _gradients(trace, out, seed, records):
@@ -232,16 +288,16 @@ def value_and_grad(f, argnums=0, has_aux=False):
     (np.float64(5.0), array([2., 4.]))
     """
 
+    one = type(argnums) is int and not has_aux  # _value_and_grad_one may apply
+
     def wrapped(*args, **kwargs):
+        if one and _one_float_arg(args, argnums):
+            return _value_and_grad_one(f, args, kwargs, argnums)
         single, nums = _argnums(argnums, len(args), "grad")
         trace, out, records = _reverse(f, args, kwargs, nums, "grad")
         out, aux = _split_aux(out, has_aux, "grad")
-        _check_scalar(out, "grad")
-        value = _own(out, trace)
-        if getattr(value, "dtype", _F64).kind not in "fc":
-            raise TypeError(f"calcml.grad: the function returned dtype {value.dtype}; "
-                            "a gradient needs a floating-point output")
-        gs = _gradients(trace, out, _seed_like(value), records)
+        value, seed = _scalar_and_seed(out, trace, "grad", _GRAD_NEEDS)
+        gs = _gradients(trace, out, seed, records)
         g = gs[0] if single else tuple(gs)
         if has_aux:
             return (value, _strip(aux, trace)), g
@@ -265,8 +321,11 @@ def grad(f, argnums=0, has_aux=False):
     array([1.])
     """
     vg = value_and_grad(f, argnums, has_aux)
+    one = type(argnums) is int and not has_aux
 
     def wrapped(*args, **kwargs):
+        if one and _one_float_arg(args, argnums):  # as vg would, one call less
+            return _value_and_grad_one(f, args, kwargs, argnums)[1]
         value, g = vg(*args, **kwargs)
         return (g, value[1]) if has_aux else g
 
@@ -596,12 +655,8 @@ def hvp(f, primals, tangents):
 
     def gradient(*xs):  # grad(f, nums), with its errors naming hvp
         trace, out, records = _reverse(f, xs, {}, nums, "hvp")
-        _check_scalar(out, "hvp")
-        value = _own(out, trace)
-        if getattr(value, "dtype", _F64).kind not in "fc":
-            raise TypeError(f"calcml.hvp: the function returned dtype {value.dtype}; "
-                            "a Hessian needs a floating-point output")
-        return tuple(_gradients(trace, out, _seed_like(value), records))
+        _, seed = _scalar_and_seed(out, trace, "hvp", _HESS_NEEDS)
+        return tuple(_gradients(trace, out, seed, records))
 
     _, ts = _forward(gradient, tuple(primals), tuple(tangents), (), "hvp")
     # H·v in each primal's dtype, as grad and the one-array path give it (a float64 constant
@@ -622,14 +677,10 @@ def _hvp_array(f, x, v):
     inner = ReverseTrace(new_level())
     leaf = ReverseBox(ForwardBox(x, outer, v), inner, leaf_node())
     out = f(leaf)
-    _check_scalar(out, "hvp")
-    value = _own(out, inner)
-    if getattr(value, "dtype", _F64).kind not in "fc":
-        raise TypeError(f"calcml.hvp: the function returned dtype {value.dtype}; "
-                        "a Hessian needs a floating-point output")
+    _, seed = _scalar_and_seed(out, inner, "hvp", _HESS_NEEDS)
     if not (isinstance(out, ReverseBox) and out._trace is inner):
         return _zeros_like(x)
-    hit = backward_pass(out._node, _seed_like(value)).get(leaf._node[0])
+    hit = backward_pass(out._node, seed).get(leaf._node[0])
     if hit is None:
         return _zeros_like(x)
     g = _plain(hit[1])
