@@ -188,10 +188,18 @@ def backward_pass(root, seed):
     while True:
         seq, prim, vals, params, out, parents = node
         nxt = None
+        gis = None  # the cotangents of the parents, when already computed
         if prim is None:  # the root itself is a leaf
             leaves[seq] = (node, g)
             parents = ()
-        elif prim.vjp_joint is None and len(parents) == 1:  # a chain link: one rule, one parent
+        elif prim.vjp_joint is not None:
+            try:
+                gis = prim.vjp_joint(g, out, vals, params, [i for i, _ in parents])
+            except Exception as exc:
+                raise op_error(f"{prim.name} (its reverse rule)", vals, exc) from exc
+            if prim.broadcasts:
+                gis = [_unbroadcast(gi, vals[i], sum_to) for (i, _), gi in zip(parents, gis)]
+        elif len(parents) == 1:  # a chain link: one rule, one parent
             i, parent = parents[0]
             try:
                 gi = prim.vjps[i](g, out, *vals, **params)
@@ -207,25 +215,26 @@ def backward_pass(root, seed):
             if parent[1] is not None and not heap and not grads:
                 node, g = parent, gi  # nothing else is pending: it goes next, no dict
                 continue
-            parents = ((parent, gi),)
+            gis = (gi,)
         else:
-            if prim.vjp_joint is not None:
+            vjps, bc = prim.vjps, prim.broadcasts
+        k = 0
+        for i, parent in parents:
+            if gis is None:
                 try:
-                    gis = prim.vjp_joint(g, out, vals, params, [i for i, _ in parents])
+                    gi = vjps[i](g, out, *vals, **params)
                 except Exception as exc:
-                    raise op_error(f"{prim.name} (its reverse rule)", vals, exc) from exc
-            else:
-                vjps, gis = prim.vjps, []
-                for i, _ in parents:
+                    raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals,
+                                   exc) from exc
+                if bc:
                     try:
-                        gis.append(vjps[i](g, out, *vals, **params))
-                    except Exception as exc:
-                        raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals,
-                                       exc) from exc
-            if prim.broadcasts:
-                gis = [_unbroadcast(gi, vals[i], sum_to) for (i, _), gi in zip(parents, gis)]
-            parents = [(parent, gi) for (_, parent), gi in zip(parents, gis)]
-        for parent, gi in parents:
+                        if gi.shape != vals[i].shape:
+                            gi = sum_to(gi, vals[i].shape)
+                    except AttributeError:  # a Python number somewhere
+                        gi = _unbroadcast(gi, vals[i], sum_to)
+            else:
+                gi = gis[k]
+                k += 1
             ps = parent[0]
             if parent[1] is None:  # a leaf: nothing above it to visit, only collect
                 if ps in leaves:
