@@ -50,26 +50,26 @@ def _impl(x, *wb, activations):
 def _impl_saving(x, *wb, activations):
     """``_impl`` that also keeps (hs, zs): every layer's input h_{k-1} (hs[0] = x, hs[L] the
     output) and pre-activation z_k, which the backward step needs."""
-    hs, zs = [x], []
-    h = x
-    for k, act in enumerate(activations):
-        h = _linear_impl(h, wb[2 * k], wb[2 * k + 1])
-        zs.append(h)
-        if act != "identity":
-            h = ACTIVATIONS[act][1].impl(h)
-        hs.append(h)
-    return h, (hs, zs)
+    hs, zs = _layers(x, wb, activations, _linear_impl, 1)
+    return hs[-1], (hs, zs)
 
 
 def _forward_ops(x, wb, activations):
     """(hs, zs) of ``_impl_saving``, in calcml operations (a lower trace records them)."""
+    return _layers(x, wb, activations, linear, 0)
+
+
+def _layers(x, wb, activations, affine, raw):
+    """(hs, zs) with ``affine`` for x Wᵀ + b and each activation's primitive implementation
+    (``raw=1``) or calcml operation (``raw=0``)."""
     hs, zs = [x], []
     h = x
     for k, act in enumerate(activations):
-        h = linear(h, wb[2 * k], wb[2 * k + 1])
+        h = affine(h, wb[2 * k], wb[2 * k + 1])
         zs.append(h)
         if act != "identity":
-            h = ACTIVATIONS[act][0](h)
+            op, prim = ACTIVATIONS[act]
+            h = prim.impl(h) if raw else op(h)
         hs.append(h)
     return hs, zs
 
