@@ -193,6 +193,19 @@ SYMPY_FORMS = {
     "softmax_cross_entropy": _softmax_cross_entropy,
 }
 
+
+def _dense_stack(x, *wb, activations):
+    """``dense_stack``: x Wᵀ + b is exact on object arrays; each activation takes its form."""
+    h = x
+    for k, act in enumerate(activations):
+        h = np.matmul(h, wb[2 * k].T) + wb[2 * k + 1]
+        if act != "identity":
+            h = SYMPY_FORMS[act](h)
+    return h
+
+
+SYMPY_FORMS["dense_stack"] = _dense_stack
+
 #: Primitives whose own implementation is exact on object arrays of SymPy expressions.
 NATIVE = frozenset({
     "add", "subtract", "multiply", "divide", "negative", "matmul", "einsum", "sum", "mean",

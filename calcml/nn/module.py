@@ -119,6 +119,8 @@ class Module:
                                  f"super().__init__() before assigning attributes") from None
 
     def __setattr__(self, name, value):
+        if name == "forward":  # a Sequential's fused plan depends on which forwards are own
+            _FORWARD_ASSIGNMENTS[0] += 1
         params, buffers, modules = self._registries()
         if isinstance(value, Module):
             params.pop(name, None)
@@ -481,14 +483,19 @@ class Sequential(ModuleList):
         ``(linears, activation names, modules)`` that ``ops.dense_stack`` computes as one
         node (the same numbers, one backward step instead of one per module).  Only modules
         of exactly those classes whose ``forward`` is not replaced are fused, so a subclass
-        keeps its own behaviour.  Cached until the list of modules changes."""
-        mods = tuple(self._list)
+        keeps its own behaviour.  Cached until the list of modules changes or a module's
+        ``forward`` is assigned."""
+        key = (tuple(self._list), _FORWARD_ASSIGNMENTS[0])
         cached = self.__dict__.get("_dense_plan")
-        if cached is not None and cached[0] == mods:
+        if cached is not None and cached[0] == key:
             return cached[1]
-        plan = _plan_runs(mods)
-        self.__dict__["_dense_plan"] = (mods, plan)
+        plan = _plan_runs(key[0])
+        self.__dict__["_dense_plan"] = (key, plan)
         return plan
+
+
+#: How many times a module's ``forward`` has been assigned: a plan made before is remade.
+_FORWARD_ASSIGNMENTS = [0]
 
 
 def _plan_runs(mods):
