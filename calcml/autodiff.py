@@ -97,8 +97,10 @@ def _finish(g, like, taken):
 
 
 def _zeros_like(v):
+    """Zeros shaped like ``v``, of its dtype, on its backend (also for a traced ``v``)."""
     if isinstance(v, Box):
-        return np.zeros(v.shape, dtype=v.dtype)
+        r = _raw(v)
+        return backend.zeros(tuple(r.shape), r.dtype, like=r)
     return backend.get_xp(v).zeros_like(v)
 
 

@@ -20,8 +20,8 @@ try:  # CuPy is an optional extra; import it only if it is installed and a devic
 except Exception:  # pragma: no cover - the usual case on a CPU machine
     _cupy = None
 
-__all__ = ["cupy_available", "get_xp", "asarray", "writeable", "owner", "to_numpy", "scatter_add",
-           "broadcast_to", "zeros", "ones", "eye", "rng"]
+__all__ = ["cupy_available", "get_xp", "asarray", "writeable", "owner", "to_numpy", "to_backend",
+           "on_backend_of", "scatter_add", "broadcast_to", "zeros", "ones", "eye", "rng"]
 
 
 def cupy_available() -> bool:
@@ -66,6 +66,29 @@ def to_numpy(a):
     if _cupy is not None and isinstance(a, _cupy.ndarray):
         return _cupy.asnumpy(a)
     return np.asarray(a)
+
+
+def to_backend(a, name, where="calcml.backend.to_backend"):
+    """``a`` on the backend called ``name`` (``"numpy"`` or ``"cupy"``), same dtype.
+
+    An array already there is returned as it is (no copy).  ``where`` names the caller in the
+    error raised for an unknown name or for ``"cupy"`` where CuPy sees no GPU.
+    """
+    if name == "numpy":
+        return to_numpy(a)
+    if name == "cupy":
+        if _cupy is None:
+            raise RuntimeError(f"{where}: 'cupy' needs CuPy and a GPU that it sees "
+                               f"(calcml.backend.cupy_available() is False here)")
+        return a if isinstance(a, _cupy.ndarray) else _cupy.asarray(a)
+    raise ValueError(f"{where}: unknown backend {name!r}; expected 'numpy' or 'cupy'")
+
+
+def on_backend_of(a, like):
+    """``a`` moved to the backend of ``like`` (a host array drawn by a NumPy generator, say)."""
+    if _cupy is not None and isinstance(like, _cupy.ndarray) and not isinstance(a, _cupy.ndarray):
+        return _cupy.asarray(a)
+    return a
 
 
 def zeros(shape, dtype, like=None):

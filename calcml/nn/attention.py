@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from .. import ops
+from .. import backend, ops
+from ..ops._base import raw
 from .init import as_generator
 from .layers import Linear
 from .module import Module, as_input
@@ -47,7 +48,7 @@ def causal_mask(L, Lk=None):
 
 def _check_mask(mask, score_shape, who="scaled_dot_product_attention",
                 what="the scores' shape"):
-    mask = np.asarray(mask)
+    mask = backend.asarray(mask)
     if mask.dtype != np.bool_:
         raise TypeError(f"calcml.nn.{who}: mask must be boolean (True where attention is "
                         f"allowed), got shape {mask.shape} and dtype {mask.dtype}")
@@ -115,10 +116,11 @@ def scaled_dot_product_attention(q, k, v, mask=None, need_weights=False):
         weights = ops.softmax(scores, axis=-1)
     else:
         mask = _check_mask(mask, scores.shape, what="the scores' shape (..., Lq, Lk) =")
+        mask = backend.on_backend_of(mask, raw(scores))  # a host mask for scores on the GPU
         dt = np.dtype(scores.dtype)
-        fill = np.asarray(np.finfo(dt).min, dtype=dt)
+        fill = dt.type(np.finfo(dt).min)  # NumPy scalars: CuPy takes them, not host arrays
         weights = ops.softmax(ops.where(mask, scores, fill), axis=-1)
-        weights = ops.where(mask, weights, np.zeros((), dt))  # fully masked rows -> 0, not 1/Lk
+        weights = ops.where(mask, weights, dt.type(0))  # fully masked rows -> 0, not 1/Lk
     out = ops.matmul(weights, v)
     return (out, weights) if need_weights else out
 
@@ -216,7 +218,7 @@ class MultiHeadAttention(Module):
                              f"{tuple(query.shape)}, key {tuple(key.shape)} and value "
                              f"{tuple(value.shape)}")
         if mask is not None:
-            mask = np.asarray(mask)
+            mask = backend.asarray(mask)
             if mask.ndim not in (2, 3, 4):
                 raise ValueError(f"calcml.nn.MultiHeadAttention: mask must be (Lq, Lk), (batch, "
                                  f"Lq, Lk) or (batch, num_heads, Lq, Lk), got shape "
@@ -230,7 +232,7 @@ class MultiHeadAttention(Module):
             mask = _check_mask(mask, full, "MultiHeadAttention", what)
         if causal:
             cm_ = causal_mask(Lq, Lk)
-            mask = cm_ if mask is None else np.logical_and(mask, cm_)
+            mask = cm_ if mask is None else mask & backend.on_backend_of(cm_, mask)
         q = self._split(self.q_proj(query))
         k = self._split(self.k_proj(key))
         v = self._split(self.v_proj(value))

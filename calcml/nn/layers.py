@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from .. import ops
+from .. import backend, ops
+from ..ops._base import raw
 from ..tensor import Tensor, tensor
 from . import init as _init
 from .module import Module, as_input
@@ -274,7 +275,8 @@ def dropout(x, p, training=True, mode="inverted", rng=None):
     if p == 0:
         return x, None
     gen = _init.as_generator(rng)
-    mask = gen.random(tuple(x.shape)) < keep
+    # drawn on the host from the generator, so a model on the GPU sees the same masks
+    mask = backend.on_backend_of(gen.random(tuple(x.shape)) < keep, raw(x))
     dt = x.dtype if np.dtype(x.dtype).kind == "f" else np.float64
     if mode == "inverted":
         factor = mask.astype(dt) * (1.0 / keep) if keep > 0 else np.zeros(mask.shape, dt)

@@ -299,6 +299,38 @@ class Module:
                     d[n] = b.astype(dt)
         return self
 
+    def to(self, device):
+        """Move every parameter and buffer to ``device`` in place; ``self``.
+
+        Parameters
+        ----------
+        device : {"numpy", "cupy"}
+            ``"cupy"`` puts the arrays on the GPU (CuPy must see one), ``"numpy"`` brings them
+            back to the host.  dtypes are kept.  An optimizer made before the move holds the
+            old arrays: make it after.
+
+        Examples
+        --------
+        >>> import calcml as cm
+        >>> m = cm.nn.Linear(2, 3, rng=0).to("numpy")
+        >>> type(m.weight.data).__module__
+        'numpy'
+        """
+        where = f"calcml.nn.{type(self).__name__}.to"
+        if device not in ("numpy", "cupy"):
+            raise ValueError(f"{where}: unknown device {device!r}; expected 'numpy' or 'cupy'")
+        for m in self.modules():
+            d = m.__dict__
+            for n in m._registries()[0]:
+                p = d[n]
+                if p is not None:
+                    p.data = backend.to_backend(p.data, device, where)
+            for n in m._registries()[1]:
+                b = d[n]
+                if b is not None:
+                    d[n] = backend.to_backend(b, device, where)
+        return self
+
     # --- saving and loading ---------------------------------------------------------------
     def _state_items(self):
         """``(name, owner, attribute, kind)`` for every parameter and buffer, in state order:

@@ -19,7 +19,7 @@ import calcml as cm
 from calcml import generative as gm
 from calcml import viz
 from calcml.tour import section
-from calcml.tour.context import worst
+from calcml.tour.context import least, worst
 
 nn = cm.nn
 
@@ -135,9 +135,10 @@ def _distance(ctx, res, steps, n_eval):
         est_at = np.array([np.mean(est[max(0, k - w):k]) if k else np.nan for k in ks])
         ok = ks > 0
         ratio = float(np.median(est_at[ok] / exact[ok]))
-        late = ks >= steps // 4  # once the critic has caught up with the generator
+        late = ks >= steps // 2  # once the critic has caught up with the generator
         corr = float(np.corrcoef(est_at[late], exact[late])[0, 1])
         out[name] = {"median_estimate_over_W1": ratio, "correlation": corr,
+                     "late_estimate_over_W1": (est_at[late] / exact[late]).tolist(),
                      "final_exact_W1": float(exact[-1]), "initial_exact_W1": float(exact[0])}
         sm = _smooth(est, w)
         ax.plot(np.arange(w, len(est) + 1), sm, color=viz.COLORS[0 if name == "clip" else 1],
@@ -166,8 +167,9 @@ def _distance(ctx, res, steps, n_eval):
         "point clouds of equal size is an optimal assignment (`cm.generative.wasserstein1`, "
         "scipy's `linear_sum_assignment`). With the penalty the critic's value is "
         f"{out['gp']['median_estimate_over_W1']:.2f} × the exact W₁ (median over the "
-        f"snapshots; correlation {out['gp']['correlation']:.3f} from a quarter of training "
-        "on): a learning curve in the units "
+        f"snapshots; between {least(out['gp']['late_estimate_over_W1']):.2f} and "
+        f"{worst(out['gp']['late_estimate_over_W1']):.2f} × at each snapshot of the second half "
+        "of training): a learning curve in the units "
         "of a distance, which the GAN's losses never give. With clipping it is "
         f"{out['clip']['median_estimate_over_W1']:.3f} × W₁ (correlation "
         f"{out['clip']['correlation']:.3f}): the same shape at a scale set by c and the "
@@ -179,9 +181,12 @@ def _distance(ctx, res, steps, n_eval):
               (0.5, 1.2), out["gp"]["median_estimate_over_W1"], cmp="between")
     ctx.check("weight clipping: critic value / exact W₁ < 0.3 (a scaled estimate)", 0.3,
               out["clip"]["median_estimate_over_W1"], cmp="<")
-    ctx.check("gradient penalty: the critic's value tracks W₁ (correlation over the snapshots "
-              "from a quarter of training on > 0.8)", 0.8,
-              out["gp"]["correlation"], cmp=">")
+    # Tracking is judged snapshot by snapshot, not by a correlation: late in training W₁ moves
+    # little, and a correlation of a nearly flat series measures noise (its sign flipped
+    # between two machines' floating-point orders in the quick run).
+    ctx.check("gradient penalty: the critic's value tracks W₁ (critic / exact W₁ in "
+              "[0.7, 1.25] at every snapshot of the second half of training)", (0.7, 1.25),
+              out["gp"]["late_estimate_over_W1"], cmp="between")
     ctx.check("exact W₁ to the data falls by half or more (both)", 0.5,
               worst(out[n]["final_exact_W1"] / out[n]["initial_exact_W1"] for n in out),
               cmp="<")
