@@ -19,7 +19,7 @@ import calcml as cm
 from calcml import generative as gm
 from calcml import viz
 from calcml.tour import section
-from calcml.tour.context import least, worst
+from calcml.tour.context import worst
 
 nn = cm.nn
 
@@ -138,7 +138,9 @@ def _distance(ctx, res, steps, n_eval):
         late = ks >= steps // 2  # once the critic has caught up with the generator
         corr = float(np.corrcoef(est_at[late], exact[late])[0, 1])
         out[name] = {"median_estimate_over_W1": ratio, "correlation": corr,
-                     "late_estimate_over_W1": (est_at[late] / exact[late]).tolist(),
+                     # (critic − exact W₁) in units of the allowance 0.25 W₁ + w_floor
+                     "late_deviation": ((est_at[late] - exact[late])
+                                        / (0.25 * exact[late] + w_floor)).tolist(),
                      "final_exact_W1": float(exact[-1]), "initial_exact_W1": float(exact[0])}
         sm = _smooth(est, w)
         ax.plot(np.arange(w, len(est) + 1), sm, color=viz.COLORS[0 if name == "clip" else 1],
@@ -167,9 +169,9 @@ def _distance(ctx, res, steps, n_eval):
         "point clouds of equal size is an optimal assignment (`cm.generative.wasserstein1`, "
         "scipy's `linear_sum_assignment`). With the penalty the critic's value is "
         f"{out['gp']['median_estimate_over_W1']:.2f} × the exact W₁ (median over the "
-        f"snapshots; between {least(out['gp']['late_estimate_over_W1']):.2f} and "
-        f"{worst(out['gp']['late_estimate_over_W1']):.2f} × at each snapshot of the second half "
-        "of training): a learning curve in the units "
+        f"snapshots; in the second half of training it stays within 0.25 W₁ + {w_floor:.2f} of "
+        "it, the second term the finite-sample floor by which the exact W₁ of two finite "
+        "samples overstates the distance of the distributions): a learning curve in the units "
         "of a distance, which the GAN's losses never give. With clipping it is "
         f"{out['clip']['median_estimate_over_W1']:.3f} × W₁ (correlation "
         f"{out['clip']['correlation']:.3f}): the same shape at a scale set by c and the "
@@ -183,10 +185,13 @@ def _distance(ctx, res, steps, n_eval):
               out["clip"]["median_estimate_over_W1"], cmp="<")
     # Tracking is judged snapshot by snapshot, not by a correlation: late in training W₁ moves
     # little, and a correlation of a nearly flat series measures noise (its sign flipped
-    # between two machines' floating-point orders in the quick run).
-    ctx.check("gradient penalty: the critic's value tracks W₁ (critic / exact W₁ in "
-              "[0.7, 1.25] at every snapshot of the second half of training)", (0.7, 1.25),
-              out["gp"]["late_estimate_over_W1"], cmp="between")
+    # between two machines' floating-point orders in the quick run).  Near the end the exact
+    # W₁ of two finite samples sits on the floor w_floor that the critic's estimate of the
+    # distributions' distance does not see, hence the absolute part of the allowance.
+    ctx.check("gradient penalty: the critic's value tracks W₁ (|critic − exact W₁| ≤ "
+              "0.25 W₁ + w_floor at every snapshot of the second half of training; measured "
+              "in units of that allowance)", (-1.0, 1.0), out["gp"]["late_deviation"],
+              cmp="between")
     ctx.check("exact W₁ to the data falls by half or more (both)", 0.5,
               worst(out[n]["final_exact_W1"] / out[n]["initial_exact_W1"] for n in out),
               cmp="<")
