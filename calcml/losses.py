@@ -804,6 +804,15 @@ class CrossEntropy(Loss):
             f"{_desc(y)} for logits y_pred {_desc(z)}")
 
     def _value(self, y_true, y_pred):
+        # The usual call of a training loop, decided in a few checks: integer labels (n,) as
+        # a NumPy array for (n, C) float logits (a Tensor or an array) with every label in
+        # 0..C-1.  Anything else, including every error, takes the general path below.
+        z = y_pred._value if type(y_pred) is Tensor else y_pred
+        if (type(y_true) is np.ndarray and type(z) is np.ndarray and y_true.ndim == 1
+                and z.ndim == 2 and y_true.dtype.kind in "iu" and z.dtype.kind == "f"
+                and y_true.shape[0] == z.shape[0] and y_true.size and z.shape[1]
+                and _labels_below(y_true, z.shape[1])):
+            return softmax_cross_entropy(y_pred, y_true)
         z = _float_pred(self.name, y_pred)
         t = self._target(y_true, z)
         if tuple(t.shape) != tuple(z.shape):  # labels: one fused step, no one-hot matrix

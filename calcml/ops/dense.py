@@ -19,6 +19,8 @@ them in calcml operations, so the stack differentiates to any order like any pri
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._core.registry import PRIMITIVES, Sample, defprim, register
 from ._base import call, shape_of
 from .elementwise import add, relu, sigmoid, tanh
@@ -79,7 +81,16 @@ def _vjp_joint(g, out, vals, params, wanted):
     acts = params["activations"]
     x, wb = vals[0], vals[1:]
     saved = params.get("_saved")
-    hs, zs = _forward_ops(x, wb, acts) if saved is None else saved
+    if saved is None:  # higher order, forward mode, a direct call: recompute, in calcml ops
+        hs, zs = _forward_ops(x, wb, acts)
+        mm, dw = matmul, _lin_vjp_w
+    else:
+        hs, zs = saved
+        # First order: x, the W_k, b_k and the kept hs, zs are plain arrays.  With a plain
+        # NumPy cotangent too, nothing is traced, and the products go to NumPy directly: the
+        # very calls that ``matmul`` and linear's rule make, so the same numbers bit for bit.
+        raw = type(g) is np.ndarray
+        mm, dw = (np.matmul, _lin_vjp_w_array) if raw else (matmul, _lin_vjp_w)
     want = set(wanted)
     first = 0 if 0 in want else (min(wanted) - 1) // 2  # the earliest layer needed
     res = {}
@@ -89,15 +100,24 @@ def _vjp_joint(g, out, vals, params, wanted):
         # ∂L/∂z_k by the activation's own rule (vjp(g, out, x)), then linear's rules
         gz = g if act is None else act[1].vjps[0](g, hs[k + 1], zs[k])
         if 2 * k + 1 in want:
-            res[2 * k + 1] = _lin_vjp_w(gz, zs[k], hs[k], w, b)
+            res[2 * k + 1] = dw(gz, zs[k], hs[k], w, b)
         if 2 * k + 2 in want:
             res[2 * k + 2] = sum_to(gz, shape_of(b))
         if k > first or 0 in want:
-            g = matmul(gz, w)
+            g = mm(gz, w)
     if 0 in want:
         xs = tuple(shape_of(x))
         res[0] = g if tuple(shape_of(g)) == xs else sum_to(g, xs)
     return [res[i] for i in wanted]
+
+
+def _lin_vjp_w_array(g, out, x, w, b):
+    """``linear``'s rule for W on plain NumPy arrays: the NumPy calls its calcml operations
+    make (``_lin_vjp_w``), made directly."""
+    if g.ndim == 2 and x.ndim == 2:
+        return np.matmul(g.swapaxes(-1, -2), x)
+    n_out, n_in = w.shape
+    return np.matmul(g.reshape(-1, n_out).swapaxes(-1, -2), x.reshape(-1, n_in))
 
 
 def _jvp_joint(tans, out, vals, params):
