@@ -98,9 +98,10 @@ def zeros(shape, dtype, like=None):
 
 def ones(shape, dtype, like=None):
     """Ones of ``shape`` and ``dtype`` on the backend of ``like``."""
-    if shape == ():  # the seed of every scalar backward pass: np.array is 4x faster here
-        return get_xp(like).array(1, dtype=dtype)
-    return get_xp(like).ones(shape, dtype=dtype)
+    xp = get_xp(like)
+    if shape == () and xp is np:  # the seed of every scalar backward pass: 4x faster here
+        return np.array(1, dtype=dtype)
+    return xp.ones(shape, dtype=dtype)  # (on a GPU a fill, not a copy from the host)
 
 
 def eye(n, dtype, like=None):

@@ -628,3 +628,33 @@ def test_cupy_attention_block_matches_numpy(cp, dtype):
     for got, want, what in zip(run("cupy"), run("numpy"),
                                ("output", "weights", "d/dx", "d/dW_q")):
         _agree(cp, got, want, dtype, f"attention block: {what}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cupy_train_with_validation_and_checkpoint_matches_numpy(cp, dtype, tmp_path):
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(48, 5)).astype(dtype)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1).astype(np.int64)
+    Xv, yv = X[:16], y[:16]
+
+    def run(device, **kw):
+        m = _small_net(dtype).to(device)
+        put = (lambda a: cp.asarray(a)) if device == "cupy" else (lambda a: a)
+        hist = cm.train(m, cm.losses.cross_entropy, cm.optim.adam(1e-2), put(X), put(y),
+                        epochs=3, batch_size=16, rng=0, metrics="accuracy",
+                        validation_data=(put(Xv), put(yv)), progress=False, **kw)
+        return m, hist
+
+    m1, h1 = run("cupy", checkpoint=tmp_path / "gpu.npz")
+    m0, h0 = run("numpy")
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(h1.history[key], h0.history[key], err_msg=key,
+                                   **_tol(dtype))
+    for (name, p1), (_, p0) in zip(m1.named_parameters(), m0.named_parameters()):
+        _agree(cp, p1.data, p0.data, dtype, f"parameter {name} after cm.train")
+    # the checkpoint written from the GPU is plain NumPy and resumes on the host
+    with np.load(tmp_path / "gpu.npz", allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+    m2, h2 = run("numpy", resume=tmp_path / "gpu.npz")
+    for (name, p2), (_, p0) in zip(m2.named_parameters(), m0.named_parameters()):
+        np.testing.assert_allclose(p2.data, p0.data, err_msg=name, **_tol(dtype))
