@@ -120,6 +120,12 @@ def broadcast_to(a, shape):
         shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
     if isinstance(a, np.generic):  # a NumPy scalar (what a full reduction returns)
         a = np.asarray(a)
+    if type(a) is np.ndarray and a.ndim == 0:
+        # a full reduction's cotangent spread over the reduced array: every stride 0
+        # (a negative length is refused by the constructor, as by numpy.broadcast_to)
+        out = np.ndarray(shape, a.dtype, a, 0, (0,) * len(shape))
+        out.flags.writeable = False
+        return out
     if type(a) is np.ndarray and a.flags.c_contiguous:
         src, n = a.shape, len(shape)
         k = n - len(src)

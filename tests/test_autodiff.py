@@ -467,6 +467,26 @@ def test_matmul_derivatives_whatever_the_memory_layout(layout):
     W = cm.tensor(w, requires_grad=True)
     cm.sum(cm.tanh(cm.tensor(x) @ W.T) * G).backward()
     assert_close(W.grad, (x.T @ d).T, 1e-12)
+    assert W.grad.flags.c_contiguous  # seen through the transpose, laid out like W itself
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_first_order_rules_match_the_traced_rules(dtype):
+    # On plain matrices the reverse rules call NumPy directly; under an outer trace they run
+    # in calcml operations.  Both must give the same cotangents, in the operands' dtype.
+    x = RNG.normal(size=(5, 3)).astype(dtype)
+    w = RNG.normal(size=(4, 3)).astype(dtype)
+    g = RNG.normal(size=(5, 4)).astype(dtype)
+    for y in (w.T, np.ascontiguousarray(w.T)):
+        _, pull = cm.vjp(lambda a, b: a @ b, x, y)
+        gx, gy = pull(g)
+        assert gx.dtype == dtype and gy.dtype == dtype
+        assert_close(gx, g @ y.T, 1e-6 if dtype == np.float32 else 1e-14)
+        assert_close(gy, x.T @ g, 1e-6 if dtype == np.float32 else 1e-14)
+        # the same pull-back with the cotangent traced by an outer grad (the calcml-ops path)
+        c = RNG.normal(size=(5, 3)).astype(dtype)
+        dg = cm.grad(lambda g: cm.sum(pull(g)[0] * c))(g)
+        assert_close(dg, c @ y, 1e-6 if dtype == np.float32 else 1e-14)
 
 
 def test_batched_jvp_gives_the_jacobian():

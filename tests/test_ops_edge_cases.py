@@ -208,3 +208,47 @@ def test_mean_var_std_errors_are_named(name):
             run()
     with pytest.raises(np.exceptions.AxisError, match=r"\(2, 3\)"):
         f(X, axis=2)
+
+
+# --- mean: NumPy's numbers, bit for bit -----------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mean_is_numpys_mean_bit_for_bit(dtype):
+    # float32/float64 means are computed as the sum over the axes divided by the count,
+    # without NumPy's Python-level bookkeeping: the same numbers and types as numpy.mean,
+    # called directly and under a trace.
+    rng = np.random.default_rng(7)
+    for shape, axes in [((100,), [None, 0, -1]), ((7, 13), [None, 0, 1, (0, 1), -2]),
+                        ((3, 4, 5), [None, (0, 2), -1, (-3, -1)])]:
+        x = rng.normal(size=shape).astype(dtype)
+        for axis in axes:
+            for keepdims in (False, True):
+                want = np.mean(x, axis=axis, keepdims=keepdims)
+                got = cm.mean(x, axis=axis, keepdims=keepdims)
+                assert type(got) is type(want) and got.dtype == want.dtype
+                assert np.array_equal(got, want)
+                traced = cm.mean(cm.tensor(x, requires_grad=True), axis=axis,
+                                 keepdims=keepdims).data
+                assert np.array_equal(traced, want) and traced.dtype == want.dtype
+
+
+def test_mean_of_other_dtypes_and_of_nothing_is_numpys():
+    ints = np.arange(6).reshape(2, 3)
+    assert cm.mean(ints).dtype == np.float64 and cm.mean(ints, axis=0).tolist() == [1.5, 2.5, 3.5]
+    half = np.ones(4, np.float16)
+    assert cm.mean(half).dtype == np.float16
+    with pytest.warns(RuntimeWarning):
+        assert np.isnan(cm.mean(np.zeros((0,), np.float32)))
+    with pytest.raises(ValueError, match=r"calcml\.mean: .*\(2, 3\)"):
+        cm.mean(np.zeros((2, 3)), axis=(0, 0))
+
+
+def test_scatter_add_of_plain_values_adds_repeats_and_names_itself():
+    from calcml.ops.shape import scatter_add
+
+    v = np.array([1.0, 2.0, 3.0], np.float32)
+    out = scatter_add(v, (np.array([0, 2, 0]),), (4,))
+    assert out.dtype == np.float32 and out.tolist() == [4.0, 0.0, 2.0, 0.0]
+    assert scatter_add(v, (slice(1, 4),), (5,)).tolist() == [0.0, 1.0, 2.0, 3.0, 0.0]
+    with pytest.raises(IndexError, match=r"calcml\.scatter_add: .*float32 \(3,\)"):
+        scatter_add(v, (np.array([0, 5, 0]),), (4,))

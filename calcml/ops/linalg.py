@@ -21,6 +21,8 @@ _EMPTY: dict = {}
 # broadcast operands; the backward pass sums the batch axes away.
 
 def _mm_vjp_x(g, out, x, y):
+    if type(g) is np.ndarray and type(y) is np.ndarray and g.ndim == 2 and y.ndim == 2:
+        return np.matmul(g, y.swapaxes(-1, -2))  # plain matrices: the calls below, made directly
     xn, yn = ndim_of(x), ndim_of(y)
     if yn == 1:
         return g * y if xn == 1 else expand_dims(g, -1) * y
@@ -32,6 +34,11 @@ def _mm_vjp_x(g, out, x, y):
 
 
 def _mm_vjp_y(g, out, x, y):
+    if type(g) is np.ndarray and type(x) is np.ndarray and g.ndim == 2 and x.ndim == 2:
+        # plain matrices (first order, nothing traced): the calls below, made directly
+        if _column_major(y):
+            return np.matmul(g.swapaxes(-1, -2), x).swapaxes(-1, -2)
+        return np.matmul(x.swapaxes(-1, -2), g)
     xn, yn = ndim_of(x), ndim_of(y)
     if xn == 1:
         return g * x if yn == 1 else expand_dims(x, -1) * expand_dims(g, -2)

@@ -121,8 +121,21 @@ def _mean_vjp(g, out, x, axis, keepdims):
     return broadcast_to(_keep(g, x, axis, keepdims) * _reciprocal(_count(x, axis)), shape_of(x))
 
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _mean_impl(x, axis, keepdims):
+    """NumPy's mean.  For float32/float64 arrays it is the sum over the axes divided by the
+    count, which is all ``ndarray.mean`` computes for them; called directly, without NumPy's
+    Python-level bookkeeping, which costs several times the arithmetic on small arrays."""
+    if type(x) is np.ndarray and x.dtype in _FLOATS and x.size:  # (empty: NumPy's warning)
+        s = _add_reduce(x, axis, None, None, keepdims)
+        return s / (x.size // s.size)  # the count of each mean: the product of reduced axes
+    return x.mean(axis=axis, keepdims=keepdims)
+
+
 _mean = defprim(
-    "mean", lambda x, axis, keepdims: x.mean(axis=axis, keepdims=keepdims),
+    "mean", _mean_impl,
     vjps=(_mean_vjp,),
     jvps=(lambda t, out, x, axis, keepdims: mean(t, axis=axis, keepdims=keepdims),),
 )
@@ -139,6 +152,8 @@ def mean(x, axis=None, keepdims=False):
     """
     if not isinstance(x, Box):
         try:
+            if type(x) is np.ndarray:
+                return _mean_impl(x, axis, keepdims)
             return np.mean(x, axis=axis, keepdims=keepdims)
         except (ValueError, TypeError) as e:  # AxisError is a ValueError
             raise op_error("mean", (x,), e) from None

@@ -430,8 +430,14 @@ _scatter = defprim(
 
 def scatter_add(values, index, shape):
     """Zeros of ``shape`` with ``values`` added at ``index`` (the adjoint of indexing)."""
-    values = values if isinstance(values, Box) else backend.asarray(values)
-    return call(_scatter, (values,), {"index": _norm_index(index), "shape": tuple(shape)})
+    if isinstance(values, Box):
+        return call(_scatter, (values,), {"index": _norm_index(index), "shape": tuple(shape)})
+    values = backend.asarray(values)  # plain values (a first-order backward step): directly
+    index = _norm_index(index)
+    try:
+        return backend.scatter_add(tuple(shape), values.dtype, index, values)
+    except (IndexError, ValueError, TypeError) as e:
+        raise op_error("scatter_add", (values,), e) from None
 
 
 def _index_samples(rng):
