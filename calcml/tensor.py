@@ -88,11 +88,21 @@ class _TensorTrace:
         t = _new(Tensor)
         t._value = out
         t._trace = TENSOR_TRACE
-        t._node = None if parents is None else (next_seq(), prim, vals, params, out, parents)
+        if parents is None:
+            t._node = None
+        else:
+            seq = next_seq()
+            node = _affine_node(seq, vals, parents, out) if prim is _fused_add else None
+            # (x @ W.T + b: one linear node, see calcml.ops.linalg.affine_node)
+            t._node = (seq, prim, vals, params, out, parents) if node is None else node
         return t
 
 
 TENSOR_TRACE = _TensorTrace()
+# Installed by calcml.ops: the add primitive and the function that records ``x @ W.T + b`` as
+# one ``linear`` node.
+_fused_add = None
+_affine_node = None
 _new = object.__new__
 from ._core.trace import new_seq as next_seq  # noqa: E402
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import tensor as _tensor_mod
 from .._core.reverse import ReverseBox
 from .._core.trace import Box, bind, bind2, describe, new_seq, op_error, unbox_all
+from ..tensor import TENSOR_TRACE, Tensor
 
 __all__ = [
     "Box", "bind", "unary", "binary", "op_error", "describe", "norm_axes", "lead", "shape_of",
-    "ndim_of", "dtype_of", "const_as", "raw", "call",
+    "ndim_of", "dtype_of", "const_as", "raw", "call", "tensor_call1", "Tensor",
 ]
 
 
@@ -42,21 +44,57 @@ call = bind  # binding already turns a NumPy refusal into a clear calcml error
 
 
 _new = object.__new__
+_grad_on = _tensor_mod._grad_enabled  # [bool]: recording of tensor operations (no_grad)
+
+
+def tensor_call1(prim, x, params):
+    """``prim(x, **params)`` for a :class:`~calcml.Tensor` ``x``: exactly what the tensor
+    trace's ``process`` does for one argument, without its general dispatch (the per-op cost
+    of small eager models).  For primitives without ``impl_saving``."""
+    v = x._value  # a tensor holds a plain array: it is the lowest trace
+    try:
+        out = prim.impl(v, **params)
+    except _KINDS as e:
+        raise op_error(prim.name, (v,), e) from None
+    t = _new(Tensor)
+    t._value = out
+    t._trace = TENSOR_TRACE
+    node = x._node
+    vjps = prim.vjps
+    t._node = None if node is None or vjps is None or vjps[0] is None or not _grad_on[0] \
+        else (new_seq(), prim, (v,), params, out, ((0, node),))
+    return t
 
 
 def unary(prim, doc=None):
     """The public function for a one-argument primitive.
 
-    Two fast paths, because this is where small models spend their time: no box at all (the
-    NumPy implementation), and a reverse-mode box over a plain array (the node is recorded
-    here, without going through ``ReverseTrace.process``).
+    Three fast paths, because this is where small models spend their time: no box at all
+    (the NumPy implementation), a :class:`~calcml.Tensor` (what ``tensor_call1`` does,
+    inlined), and a reverse-mode box over a plain array (the node is recorded here, without
+    going through ``ReverseTrace.process``).
     """
     impl, name = prim.impl, prim.name
     recorded = prim.vjps is not None and prim.vjps[0] is not None
+    direct = prim.impl_saving is None
 
     def op(x):
         if isinstance(x, Box):
-            if type(x) is ReverseBox and recorded:
+            tx = type(x)
+            if tx is Tensor and direct:
+                v = x._value
+                try:
+                    out = impl(v)
+                except _KINDS as e:
+                    raise op_error(name, (v,), e) from None
+                t = _new(Tensor)
+                t._value = out
+                t._trace = TENSOR_TRACE
+                node = x._node
+                t._node = None if node is None or not recorded or not _grad_on[0] \
+                    else (new_seq(), prim, (v,), _EMPTY, out, ((0, node),))
+                return t
+            if tx is ReverseBox and recorded:
                 v = x._value
                 if not isinstance(v, Box):
                     try:

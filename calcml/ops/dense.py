@@ -24,7 +24,15 @@ import numpy as np
 from .._core.registry import PRIMITIVES, Sample, defprim, register
 from ._base import call, shape_of
 from .elementwise import add, relu, sigmoid, tanh
-from .linalg import _lin_jvp_b, _lin_jvp_w, _lin_vjp_w, _linear_impl, linear, matmul
+from .linalg import (
+    _lin_jvp_b,
+    _lin_jvp_w,
+    _lin_vjp_w,
+    _lin_vjp_w_array,
+    _linear_impl,
+    linear,
+    matmul,
+)
 from .reductions import sum_to
 from .shape import swapaxes
 
@@ -109,15 +117,6 @@ def _vjp_joint(g, out, vals, params, wanted):
         xs = tuple(shape_of(x))
         res[0] = g if tuple(shape_of(g)) == xs else sum_to(g, xs)
     return [res[i] for i in wanted]
-
-
-def _lin_vjp_w_array(g, out, x, w, b):
-    """``linear``'s rule for W on plain NumPy arrays: the NumPy calls its calcml operations
-    make (``_lin_vjp_w``), made directly."""
-    if g.ndim == 2 and x.ndim == 2:
-        return np.matmul(g.swapaxes(-1, -2), x)
-    n_out, n_in = w.shape
-    return np.matmul(g.reshape(-1, n_out).swapaxes(-1, -2), x.reshape(-1, n_in))
 
 
 def _jvp_joint(tans, out, vals, params):

@@ -8,6 +8,7 @@ from .. import backend
 from .._core.registry import Sample, defprim, register
 from ._base import Box, call, dtype_of, lead, ndim_of, raw, shape_of
 from .elementwise import multiply
+from .shape import _transpose as _TRANSPOSE
 from .shape import broadcast_to, expand_dims, reshape, squeeze, swapaxes
 
 __all__ = ["matmul", "dot", "einsum", "linear"]
@@ -145,10 +146,26 @@ def _linear_impl(x, w, b):
 
 def _lin_vjp_w(g, out, x, w, b):
     # dL/dW = Σ over the leading axes of gᵀ x: the leading axes are folded into one first.
+    if type(g) is np.ndarray and type(x) is np.ndarray:  # plain arrays: the same calls, direct
+        return _lin_vjp_w_array(g, out, x, w, b)
     if ndim_of(g) == 2 and ndim_of(x) == 2:
         return matmul(swapaxes(g, -1, -2), x)
     n_out, n_in = shape_of(w)
     return matmul(swapaxes(reshape(g, (-1, n_out)), -1, -2), reshape(x, (-1, n_in)))
+
+
+def _lin_vjp_w_array(g, out, x, w, b):
+    """``_lin_vjp_w`` on plain NumPy arrays: the NumPy calls its calcml operations make."""
+    if g.ndim == 2 and x.ndim == 2:
+        return np.matmul(g.swapaxes(-1, -2), x)
+    n_out, n_in = w.shape
+    return np.matmul(g.reshape(-1, n_out).swapaxes(-1, -2), x.reshape(-1, n_in))
+
+
+def _lin_vjp_x(g, out, x, w, b):
+    if type(g) is np.ndarray and type(w) is np.ndarray:
+        return np.matmul(g, w)  # plain arrays: the call matmul makes, direct
+    return matmul(g, w)
 
 
 def _lin_jvp_w(t, out, x, w, b):
@@ -171,7 +188,7 @@ def _lin_jvp_b(t, out, x, w, b):
 
 _linear = defprim(
     "linear", _linear_impl,
-    vjps=(lambda g, out, x, w, b: matmul(g, w), _lin_vjp_w,
+    vjps=(_lin_vjp_x, _lin_vjp_w,
           lambda g, out, x, w, b: g),  # b: the backward pass sums g down to (out,)
     jvps=(lambda t, out, x, w, b: matmul(t, swapaxes(w, -1, -2)), _lin_jvp_w, _lin_jvp_b),
     broadcasts=True,
@@ -200,6 +217,56 @@ def linear(x, w, b):
 
             raise op_error("linear", (x, w, b), e) from None
     return call(_linear, (x, w, b), _EMPTY)
+
+
+def affine_node(seq, vals, parents, out):
+    """The ``linear`` node for ``add(x @ W.T, b)`` just computed, or None.
+
+    Called by the tensor trace when it records an ``add`` (``vals``: the two added values,
+    ``parents``: their recorded nodes by argument index, ``out``: the sum).  When one addend
+    was recorded as ``matmul(x, transpose(W))`` with W a matrix, and the other is a bias
+    vector of W's output size that broadcasts over it without changing its shape or dtype,
+    the sum is recorded as one ``linear(x, W, b)`` node in place of the add, its parents
+    being those of x, W and b.  The value is the one already computed; the backward pass
+    then makes one step for the layer instead of three, with linear's rules, which form the
+    same products as matmul's and transpose's (so the same gradients).  A matmul node that
+    something else also uses stays in the graph and gets its own cotangent there; the sum
+    does not go through it.  Only plain NumPy arrays (the first-order eager case) fuse.
+    """
+    k, m = parents[0]
+    if m[1] is not _matmul:
+        if len(parents) == 1:
+            return None
+        k, m = parents[1]
+        if m[1] is not _matmul:
+            return None
+    mp = m[5]
+    if len(mp) == 2:
+        xp, (_, t) = mp
+    elif mp[0][0] == 1:
+        xp, t = None, mp[0][1]
+    else:
+        return None
+    if t[1] is not _TRANSPOSE:
+        return None
+    wv = t[2][0]
+    xv, tv = m[2]
+    bv = vals[1 - k]
+    mo = m[4]
+    dt = out.dtype
+    if not (t[4] is tv and type(bv) is np.ndarray and type(xv) is np.ndarray
+            and type(wv) is np.ndarray and type(out) is np.ndarray
+            and bv.dtype is dt and mo.dtype is dt and wv.dtype is dt and xv.dtype is dt
+            and wv.ndim == 2 and bv.ndim == 1 and bv.shape[0] == wv.shape[0]
+            and out.shape == mo.shape and t[3].get("axes") == (1, 0)):
+        return None
+    wp = (1, t[5][0][1])  # a transpose is recorded only with its parent
+    if len(parents) == 2:  # ((0, ·), (1, ·)): the other one is the bias
+        bp = (2, parents[1 - k][1])
+        ps = (wp, bp) if xp is None else (xp, wp, bp)
+    else:
+        ps = (wp,) if xp is None else (xp, wp)
+    return (seq, _linear, (xv, wv, bv), _EMPTY, out, ps)
 
 
 register("linear", linear, lambda rng: [

@@ -13,11 +13,13 @@ import numpy as np
 from .._core.registry import PRIMITIVES
 from .._core.reverse import ReverseBox
 from .._core.trace import Box, bind2, new_seq, op_error
+from ..tensor import TENSOR_TRACE
 from . import elementwise as E
 from . import linalg as L
 from . import reductions as R
 from . import shape as S
-from ._base import describe, raw
+from ._base import _KINDS, Tensor, _grad_on, describe, raw, tensor_call1
+from .linalg import affine_node
 
 _add, _sub, _mul, _div = (PRIMITIVES[n] for n in ("add", "subtract", "multiply", "divide"))
 _pow, _neg, _mm = PRIMITIVES["power"], PRIMITIVES["negative"], PRIMITIVES["matmul"]
@@ -228,3 +230,76 @@ def install(cls=Box):
 
 
 install()
+
+
+# --- tensors ------------------------------------------------------------------------------
+# A Tensor's operators record their node directly, as the tensor trace's ``process`` would:
+# the hot path of eager small models, one Python frame per operation instead of three.
+
+def _tensor_operator(prim, reflected=False, same=None):
+    """``self <op> other`` for a :class:`~calcml.Tensor` ``self``: a tensor or a constant
+    ``other`` is recorded here (with ``x @ W.T + b`` as one ``linear`` node, see
+    :func:`calcml.ops.linalg.affine_node`); a transform's box goes the general way."""
+    impl, name = prim.impl, prim.name
+    general = _operator(prim, reflected, same)
+    fuse = prim is _add
+    if prim.impl_saving is not None or prim.vjps[0] is None or prim.vjps[1] is None:
+        raise AssertionError(f"calcml: no tensor fast path for {name}")  # pragma: no cover
+    trace = TENSOR_TRACE
+
+    def method(s, o):
+        if type(o) is Tensor:
+            if o is s and same is not None:
+                return same(s)
+            w, on = o._value, o._node
+        elif isinstance(o, Box):
+            return general(s, o)
+        else:
+            w, on = o, None
+        v, sn = s._value, s._node
+        if reflected:
+            vals, an, cn = (w, v), on, sn
+        else:
+            vals, an, cn = (v, w), sn, on
+        try:
+            out = impl(*vals)
+        except _KINDS as e:
+            raise op_error(name, vals, e) from None
+        t = _new(Tensor)
+        t._value = out
+        t._trace = trace
+        if (an is None and cn is None) or not _grad_on[0]:
+            t._node = None
+            return t
+        parents = ((1, cn),) if an is None else ((0, an),) if cn is None else ((0, an), (1, cn))
+        seq = new_seq()
+        if fuse:
+            node = affine_node(seq, vals, parents, out)
+            if node is not None:
+                t._node = node
+                return t
+        t._node = (seq, prim, vals, _EMPTY, out, parents)
+        return t
+
+    return method
+
+
+def _tensor_getitem(self, index):
+    return tensor_call1(S._getitem, self, {"index": S._norm_index(index)})
+
+
+def _tensor_T(self):
+    if self._value.ndim == 2:
+        return tensor_call1(S._transpose, self, S._T2)
+    return S.transpose(self)
+
+
+for _name, _method in dict(
+    __add__=_tensor_operator(_add), __radd__=_tensor_operator(_add, True),
+    __sub__=_tensor_operator(_sub), __rsub__=_tensor_operator(_sub, True),
+    __mul__=_tensor_operator(_mul, same=E.square), __rmul__=_tensor_operator(_mul, True),
+    __truediv__=_tensor_operator(_div), __rtruediv__=_tensor_operator(_div, True),
+    __matmul__=_tensor_operator(_mm), __rmatmul__=_tensor_operator(_mm, True),
+    __getitem__=_tensor_getitem, T=property(_tensor_T),
+).items():
+    setattr(Tensor, _name, _method)

@@ -13,7 +13,19 @@ import numpy as np
 
 from .. import backend
 from .._core.registry import Sample, defprim, register
-from ._base import _EMPTY, Box, call, const_as, ndim_of, norm_axes, op_error, raw, shape_of
+from ._base import (
+    _EMPTY,
+    Box,
+    Tensor,
+    call,
+    const_as,
+    ndim_of,
+    norm_axes,
+    op_error,
+    raw,
+    shape_of,
+    tensor_call1,
+)
 from .elementwise import exp, sqrt, where
 
 __all__ = ["sum", "mean", "var", "std", "max", "min", "prod", "logsumexp", "softmax",
@@ -38,6 +50,8 @@ def _keep(g, x, axis, keepdims):
 
 def _reduce_wrapper(prim, name, np_fn, doc):
     method = np_fn.__name__
+    direct = prim.impl_saving is None
+    full = {}  # ndim -> the params of a reduction over every axis (never mutated)
 
     def op(x, axis=None, keepdims=False):
         if not isinstance(x, Box):
@@ -47,6 +61,16 @@ def _reduce_wrapper(prim, name, np_fn, doc):
                 return np_fn(x, axis=axis, keepdims=keepdims)
             except (ValueError, TypeError) as e:
                 raise op_error(name, (x,), e) from None
+        if type(x) is Tensor and direct:
+            if axis is None and keepdims is False:  # the usual full reduction: shared params
+                n = x._value.ndim
+                params = full.get(n)
+                if params is None:
+                    params = full[n] = {"axis": tuple(range(-n, 0)), "keepdims": False}
+            else:
+                params = {"axis": norm_axes(axis, x._value.ndim, name),
+                          "keepdims": bool(keepdims)}
+            return tensor_call1(prim, x, params)
         axes = norm_axes(axis, ndim_of(x), name)
         return call(prim, (x,), {"axis": axes, "keepdims": bool(keepdims)})
 
