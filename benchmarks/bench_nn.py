@@ -142,7 +142,7 @@ def torch_epoch(torch, model, opt, X, y, idx_list):
         loss = loss_fn(model(X[idx]), y[idx])
         loss.backward()
         opt.step()
-        loss_sum += float(loss)
+        loss_sum += loss.item()
     return loss_sum / len(idx_list)
 
 

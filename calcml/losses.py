@@ -713,11 +713,19 @@ class Focal(Loss):
 
 # --- losses over a class axis ---------------------------------------------------------------
 
+_UNSIGNED = {np.dtype(s): np.dtype(u) for s, u in
+             ((np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32),
+              (np.int64, np.uint64))}
+
+
 def _labels_below(v, C):
     """Whether every integer label in ``v`` lies in 0..C-1, with one reduction: read as
     unsigned, a negative label is huge."""
-    if v.dtype.kind == "i":
-        v = v.view(v.dtype.str.replace("i", "u"))
+    dt = v.dtype
+    if dt.kind == "i":
+        v = v.view(_UNSIGNED.get(dt) or dt.str.replace("i", "u"))
+    if type(v) is np.ndarray:  # what ndarray.max calls, without its Python wrapper
+        return int(np.maximum.reduce(v, axis=None)) < C
     return int(v.max()) < C
 
 

@@ -150,6 +150,10 @@ CHAINS = {
     "proximal_gradient": lambda: O.proximal_gradient(O.inverse_time_decay(0.1, 0.5), 0.3),
     "clip_by_global_norm+nesterov": lambda: O.chain(O.clip_by_global_norm(0.5),
                                                     O.sgd(0.05, momentum=0.8, nesterov=True)),
+    # sgd with momentum runs its two links as one kernel per parameter in Optimizer.step
+    "momentum+schedule": lambda: O.sgd(O.exponential_decay(0.1, 0.5, 2), momentum=0.9),
+    "nesterov+schedule": lambda: O.sgd(O.inverse_time_decay(0.1, 0.5), momentum=0.7,
+                                       nesterov=True),
 }
 
 
@@ -857,3 +861,23 @@ def test_step_counts_of_schedules_and_integer_parameters_get_named_errors():
     u, _ = opt.update(np.ones(2), opt.init(p), p)
     with pytest.raises(TypeError, match=r"apply_updates: parameter leaf 0 has dtype int64"):
         O.apply_updates(p, u)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_optimizer_on_float32_and_0d_tensors_follows_the_functional_rule(nesterov):
+    # Optimizer.step's one-kernel momentum path: dtype, 0-d leaves and values as the chain's
+    theta0 = {"a": np.array(1.5, np.float32), "v": np.array([0.5, -2.0], np.float32)}
+    grads = [{"a": np.array(0.1 * (i + 1), np.float32),
+              "v": np.array([0.3, -0.2 * i], np.float32)} for i in range(4)]
+    traj, _ = _run(O.sgd(0.1, momentum=0.9, nesterov=nesterov), theta0, grads)
+    tensors = [cm.tensor(theta0[k], requires_grad=True) for k in ("a", "v")]
+    opt = O.Optimizer(tensors, O.sgd(0.1, momentum=0.9, nesterov=nesterov))
+    for g in grads:
+        for t, k in zip(tensors, ("a", "v")):
+            t.grad = g[k].copy()
+        opt.step()
+    for t, k in zip(tensors, ("a", "v")):
+        assert t.data.dtype == np.float32 and t.data.shape == theta0[k].shape
+        assert type(t.data) is np.ndarray
+        np.testing.assert_array_equal(t.data, traj[-1][k])
+    assert O.step_count(opt.state) == 4

@@ -62,17 +62,31 @@ def _dict_keys(d):
         return keys
 
 
+_NODES = (dict, list, tuple)
+
+
+def _kids(items, leaves):
+    """The treedefs of ``items``; a leaf (an array, the usual child) without a call."""
+    out = []
+    for c in items:
+        if c is None or isinstance(c, _NODES):
+            out.append(_walk(c, leaves))
+        else:
+            leaves.append(c)
+            out.append(_LEAF)
+    return tuple(out)
+
+
 def _walk(t, leaves):
     if t is None:
         return _NONE
     if isinstance(t, dict):
         keys = _dict_keys(t)
-        return TreeDef("dict", tuple(keys), tuple(_walk(t[k], leaves) for k in keys))
+        return TreeDef("dict", tuple(keys), _kids([t[k] for k in keys], leaves))
     if isinstance(t, tuple) and hasattr(t, "_fields"):
-        return TreeDef("namedtuple", type(t), tuple(_walk(c, leaves) for c in t))
+        return TreeDef("namedtuple", type(t), _kids(t, leaves))
     if isinstance(t, (list, tuple)):
-        kind = "list" if isinstance(t, list) else "tuple"
-        return TreeDef(kind, None, tuple(_walk(c, leaves) for c in t))
+        return TreeDef("list" if isinstance(t, list) else "tuple", None, _kids(t, leaves))
     leaves.append(t)
     return _LEAF
 
@@ -91,7 +105,7 @@ def _build(td, it):
         return next(it)
     if kind == "none":
         return None
-    kids = [_build(c, it) for c in td.children]
+    kids = [next(it) if c is _LEAF else _build(c, it) for c in td.children]
     if kind == "dict":
         return dict(zip(td.meta, kids))
     if kind == "namedtuple":

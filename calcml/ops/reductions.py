@@ -106,6 +106,7 @@ cotangent back over the reduced axes.
 
 
 _add_reduce = np.add.reduce
+_max_reduce = np.maximum.reduce
 
 
 def sum_to(g, shape):
@@ -449,9 +450,14 @@ def _sce_saving(z, labels):
     axis, from which the backward step forms softmax(z) = e / s without recomputing it."""
     xp = backend.get_xp(z)
     M = labels.size
-    zz = z - z.max(axis=-1, keepdims=True)
-    e = xp.exp(zz)
-    s = e.sum(axis=-1, keepdims=True)
+    if xp is np:  # the reductions ndarray.max and .sum make, without their Python wrappers
+        zz = z - _max_reduce(z, -1, None, None, True)
+        e = np.exp(zz)
+        s = _add_reduce(e, -1, None, None, True)
+    else:
+        zz = z - z.max(axis=-1, keepdims=True)
+        e = xp.exp(zz)
+        s = e.sum(axis=-1, keepdims=True)
     picked = zz.reshape(-1, z.shape[-1])[xp.arange(M), labels.reshape(-1)]
     out = (xp.log(s).sum() - picked.sum()) * (1.0 / (M or 1))
     if not math.isfinite(out):  # an infinite logit: the guarded path, nothing kept

@@ -213,7 +213,8 @@ def trace(decay, nesterov=False):
 
         def kernel(i, g, p, own):
             b = b_leaves[i]
-            if getattr(g, "dtype", None) != b.dtype:
+            gd = getattr(g, "dtype", None)
+            if gd is not b.dtype and gd != b.dtype:
                 g = as_dtype(g, b.dtype)
             if own_state:
                 b *= mu
@@ -226,6 +227,8 @@ def trace(decay, nesterov=False):
                 return u, True
             return b, False  # the update is the new buffer itself: not fresh
 
+        if own_state:  # the buffers were updated in place: the state is the same tree
+            return kernel, lambda: state, (b_leaves, td, "state")
         return kernel, lambda: TraceState(unflatten(td, new_b)), (b_leaves, td, "state")
 
     return leafwise(name, init, start)
