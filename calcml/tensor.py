@@ -16,6 +16,8 @@ The graph is freed as soon as the last tensor referring to it goes.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 
 from . import backend
@@ -127,16 +129,17 @@ class Tensor(Box):
         self._node = _leaf(data) if requires_grad else None
 
     # --- state ---------------------------------------------------------------------------
-    @property
-    def data(self):
-        return self._value
-
-    @data.setter
-    def data(self, value):
+    def _set_data(self, value):
+        if value is self._value:  # ``t.data -= u`` assigns back the array it updated in place
+            return
         self._value = value
         node = self._node
         if node is not None and node[1] is None:  # a leaf: its .grad follows the new dtype
             node[2][1] = getattr(value, "dtype", None)
+
+    # (the getter is a C-level attribute read: no Python frame on the hot path of a step)
+    data = property(attrgetter("_value"), _set_data, doc="The values (a NumPy or CuPy "
+                    "array).  Assigning replaces them without recording.")
 
     @property
     def requires_grad(self):

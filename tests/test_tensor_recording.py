@@ -217,3 +217,35 @@ def test_tensor_reductions_indexing_and_transpose(dtype):
     y.backward()
     np.testing.assert_array_equal(t.grad, cm.grad(f)(a))
     assert cm.sum(t)._node[3] is cm.sum(t)._node[3]  # a full reduction shares its params
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wanted", [[0, 1, 2], [1, 2], [0], [2]])
+@pytest.mark.parametrize("x_shape", [(5, 3), (2, 5, 3), (3,)])
+def test_linear_joint_rule_is_the_three_rules(dtype, wanted, x_shape):
+    # the backward pass takes linear's joint rule; it must give each rule's cotangent, shaped
+    # like its argument (linear does not broadcast: no summing afterwards)
+    x = RNG.normal(size=x_shape).astype(dtype)
+    w = RNG.normal(size=(4, 3)).astype(dtype)
+    b = RNG.normal(size=4).astype(dtype)
+    out = x @ w.T + b
+    g = RNG.normal(size=out.shape).astype(dtype)
+    joint = LINEAR.vjp_joint(g, out, (x, w, b), {}, wanted)
+    for i, got in zip(wanted, joint):
+        want = LINEAR.vjps[i](g, out, x, w, b)
+        assert got.shape == (x, w, b)[i].shape and got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+    ref = [(g.reshape(-1, 4) @ w).reshape(x_shape),
+           g.reshape(-1, 4).T @ x.reshape(-1, 3), g.reshape(-1, 4).sum(0)]
+    for i, got in zip(wanted, joint):
+        np.testing.assert_allclose(got, ref[i], rtol=1e-5)
+
+
+def test_assigning_data_keeps_the_grad_dtype_rule():
+    t = cm.tensor(np.ones(3, np.float32), requires_grad=True)
+    d = t.data
+    t.data -= 0.5  # in place: the same array is assigned back
+    assert t.data is d and np.all(d == 0.5)
+    t.data = np.ones(3)  # a float64 array: .grad follows the new dtype
+    cm.sum(t * t).backward()
+    assert t.grad.dtype == np.float64

@@ -202,7 +202,14 @@ def backward_pass(root, seed):
         elif len(parents) == 1:  # a chain link: one rule, one parent
             i, parent = parents[0]
             try:
-                gi = prim.vjps[i](g, out, *vals, **params)
+                if params:
+                    gi = prim.vjps[i](g, out, *vals, **params)
+                elif len(vals) == 1:  # no parameters: a plain call (no argument packing)
+                    gi = prim.vjps[i](g, out, vals[0])
+                elif len(vals) == 2:
+                    gi = prim.vjps[i](g, out, vals[0], vals[1])
+                else:
+                    gi = prim.vjps[i](g, out, *vals)
             except Exception as exc:
                 raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals,
                                exc) from exc
@@ -222,7 +229,12 @@ def backward_pass(root, seed):
         for i, parent in parents:
             if gis is None:
                 try:
-                    gi = vjps[i](g, out, *vals, **params)
+                    if params:
+                        gi = vjps[i](g, out, *vals, **params)
+                    elif len(vals) == 2:
+                        gi = vjps[i](g, out, vals[0], vals[1])
+                    else:
+                        gi = vjps[i](g, out, *vals)
                 except Exception as exc:
                     raise op_error(f"{prim.name} (its reverse rule, argument {i})", vals,
                                    exc) from exc

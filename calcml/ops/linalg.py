@@ -8,12 +8,14 @@ from .. import backend
 from .._core.registry import Sample, defprim, register
 from ._base import Box, call, dtype_of, lead, ndim_of, raw, shape_of
 from .elementwise import multiply
+from .reductions import sum_to
 from .shape import _transpose as _TRANSPOSE
 from .shape import broadcast_to, expand_dims, reshape, squeeze, swapaxes
 
 __all__ = ["matmul", "dot", "einsum", "linear"]
 
 _EMPTY: dict = {}
+_add_reduce = np.add.reduce
 
 
 # --- matmul -------------------------------------------------------------------------------
@@ -186,12 +188,35 @@ def _lin_jvp_b(t, out, x, w, b):
     return broadcast_to(t, ld + os)
 
 
+def _lin_vjp_b(g, out, x, w, b):
+    return sum_to(g, shape_of(b))  # Σ G over the leading axes
+
+
+def _lin_vjp_joint(g, out, vals, params, wanted):
+    """The cotangents of x, W, b in one call (one backward step per layer).  On plain 2-D
+    NumPy arrays (a first-order step) the NumPy calls of the three rules, made directly."""
+    x, w, b = vals
+    if type(g) is np.ndarray and type(x) is np.ndarray and type(w) is np.ndarray \
+            and g.ndim == 2 and x.ndim == 2:
+        res = []
+        for i in wanted:
+            if i == 0:
+                res.append(np.matmul(g, w))
+            elif i == 1:
+                res.append(np.matmul(g.swapaxes(-1, -2), x))
+            else:
+                res.append(_add_reduce(g, 0))
+        return res
+    rules = _linear.vjps
+    return [rules[i](g, out, x, w, b) for i in wanted]
+
+
 _linear = defprim(
     "linear", _linear_impl,
-    vjps=(_lin_vjp_x, _lin_vjp_w,
-          lambda g, out, x, w, b: g),  # b: the backward pass sums g down to (out,)
+    vjps=(_lin_vjp_x, _lin_vjp_w, _lin_vjp_b),
     jvps=(lambda t, out, x, w, b: matmul(t, swapaxes(w, -1, -2)), _lin_jvp_w, _lin_jvp_b),
-    broadcasts=True,
+    vjp_joint=_lin_vjp_joint,
+    broadcasts=False,  # every rule gives its argument's own shape
 )
 
 

@@ -91,9 +91,15 @@ def _red_samples(rng, pos=False):
 
 # --- sum ----------------------------------------------------------------------------------
 
+def _sum_vjp(g, out, x, axis, keepdims):
+    if type(g) is np.ndarray and g.ndim == 0 and type(x) is np.ndarray:
+        return backend.broadcast_to(g, x.shape)  # a full sum, plain arrays: one view
+    return broadcast_to(_keep(g, x, axis, keepdims), shape_of(x))
+
+
 _sum = defprim(
     "sum", lambda x, axis, keepdims: x.sum(axis=axis, keepdims=keepdims),
-    vjps=(lambda g, out, x, axis, keepdims: broadcast_to(_keep(g, x, axis, keepdims), shape_of(x)),),
+    vjps=(_sum_vjp,),
     jvps=(lambda t, out, x, axis, keepdims: sum(t, axis=axis, keepdims=keepdims),),
 )
 sum = register("sum", _reduce_wrapper(_sum, "sum", np.sum, """Sum over ``axis`` (all by default).
@@ -143,6 +149,9 @@ def _count(x, axis):
 
 
 def _mean_vjp(g, out, x, axis, keepdims):
+    if type(g) is np.ndarray and g.ndim == 0 and type(x) is np.ndarray and x.size:
+        # a full mean, plain arrays: g/n (in g's dtype, NumPy's scalar rules) seen as x's shape
+        return backend.broadcast_to(g * _reciprocal(x.size), x.shape)
     return broadcast_to(_keep(g, x, axis, keepdims) * _reciprocal(_count(x, axis)), shape_of(x))
 
 
