@@ -373,14 +373,24 @@ def softmax(x, axis=-1):
 def _log_softmax_impl(x, axis):
     # (x - m) - log Σ exp(x - m): subtracting the maximum first keeps large logits exact
     # (x - (m + log Σ) would round m + log Σ, e.g. 1e4 + log 2 in float32).
+    if type(x) is np.ndarray and x.size:  # the reductions np.max/np.sum make, called directly
+        m = _max_reduce(x, axis, None, None, True)
+        z = x - np.where(np.isfinite(m), m, 0.0)
+        return z - np.log(_add_reduce(np.exp(z), axis, None, None, True))
     m = np.max(x, axis=axis, keepdims=True)
     z = x - np.where(np.isfinite(m), m, 0.0)
     return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
 
+def _log_softmax_vjp(g, out, x, axis):
+    if type(g) is np.ndarray and type(out) is np.ndarray:  # plain arrays: the same, directly
+        return g - np.exp(out) * _add_reduce(g, axis, None, None, True)
+    return g - exp(out) * sum(g, axis=axis, keepdims=True)
+
+
 _log_softmax = defprim(
     "log_softmax", _log_softmax_impl,
-    vjps=(lambda g, out, x, axis: g - exp(out) * sum(g, axis=axis, keepdims=True),),
+    vjps=(_log_softmax_vjp,),
     jvps=(lambda t, out, x, axis: t - sum(t * exp(out), axis=axis, keepdims=True),),
 )
 
