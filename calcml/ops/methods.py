@@ -288,10 +288,21 @@ def _tensor_getitem(self, index):
     return tensor_call1(S._getitem, self, {"index": S._norm_index(index)})
 
 
+_T, _T2 = S._transpose, S._T2
+
+
 def _tensor_T(self):
-    if self._value.ndim == 2:
-        return tensor_call1(S._transpose, self, S._T2)
-    return S.transpose(self)
+    v = self._value
+    if v.ndim != 2:
+        return S.transpose(self)
+    out = v.transpose(1, 0)  # what tensor_call1(_transpose, self, _T2) does, inlined
+    t = _new(Tensor)
+    t._value = out
+    t._trace = TENSOR_TRACE
+    node = self._node
+    t._node = None if node is None or not _grad_on[0] \
+        else (new_seq(), _T, (v,), _T2, out, ((0, node),))
+    return t
 
 
 for _name, _method in dict(
