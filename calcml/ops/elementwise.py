@@ -147,7 +147,11 @@ power = register(
 )
 
 
-_square = defprim("square", np.square, vjps=(lambda g, out, x: g * (x * 2.0),),
+# The reverse rules below put the factor computed from x or out first: when only that factor
+# is traced (a plain cotangent, as in forward-over-reverse Hessians), the box's own operator
+# records the product, instead of NumPy calling back through ``__array_ufunc__``.  Products
+# commute exactly in IEEE arithmetic, so the numbers do not change.
+_square = defprim("square", np.square, vjps=(lambda g, out, x: (x * 2.0) * g,),
                   jvps=(lambda t, out, x: t * (x * 2.0),), elementwise=True)
 square = register("square", unary(_square, """x², elementwise (also what ``x ** 2`` binds).
 
@@ -160,7 +164,7 @@ tanh and tan, where one multiplication is cheaper than the general power rule.
 
 # --- unary functions ----------------------------------------------------------------------
 
-_exp = defprim("exp", np.exp, vjps=(lambda g, out, x: g * out,),
+_exp = defprim("exp", np.exp, vjps=(lambda g, out, x: out * g,),
                jvps=(lambda t, out, x: t * out,), elementwise=True)
 exp = register("exp", unary(_exp, """Exponential, elementwise.
 
@@ -179,7 +183,7 @@ _log1p = defprim("log1p", np.log1p, vjps=(lambda g, out, x: g / (x + 1.0),),
 log1p = register("log1p", unary(_log1p, "log(1 + x), accurate for small x.  d/dx = 1/(1+x)."),
                  _unary_samples(lambda rng, s: rng.uniform(-0.5, 2.0, size=s)))
 
-_expm1 = defprim("expm1", np.expm1, vjps=(lambda g, out, x: g * (out + 1.0),),
+_expm1 = defprim("expm1", np.expm1, vjps=(lambda g, out, x: (out + 1.0) * g,),
                  jvps=(lambda t, out, x: t * (out + 1.0),), elementwise=True)
 expm1 = register("expm1", unary(_expm1, "exp(x) - 1, accurate for small x.  d/dx = exp(x)."),
                  _unary_samples(_normal))
@@ -200,7 +204,7 @@ _abs = defprim("abs", np.abs, vjps=(lambda g, out, x: g * sign(x),),
 abs = register("abs", unary(_abs, """Absolute value.  d/dx |x| = sign(x) (0 at x = 0)."""),
                _unary_samples(_away_from_zero))
 
-_sin = defprim("sin", np.sin, vjps=(lambda g, out, x: g * cos(x),),
+_sin = defprim("sin", np.sin, vjps=(lambda g, out, x: cos(x) * g,),
                jvps=(lambda t, out, x: t * cos(x),), elementwise=True)
 sin = register("sin", unary(_sin, "Sine.  d/dx sin x = cos x."), _unary_samples(_normal))
 
@@ -208,12 +212,12 @@ _cos = defprim("cos", np.cos, vjps=(lambda g, out, x: negative(g) * sin(x),),
                jvps=(lambda t, out, x: negative(t) * sin(x),), elementwise=True)
 cos = register("cos", unary(_cos, "Cosine.  d/dx cos x = -sin x."), _unary_samples(_normal))
 
-_tan = defprim("tan", np.tan, vjps=(lambda g, out, x: g * (square(out) + 1.0),),
+_tan = defprim("tan", np.tan, vjps=(lambda g, out, x: (square(out) + 1.0) * g,),
                jvps=(lambda t, out, x: t * (square(out) + 1.0),), elementwise=True)
 tan = register("tan", unary(_tan, "Tangent.  d/dx tan x = 1 + tan² x."),
                _unary_samples(lambda rng, s: rng.uniform(-1.2, 1.2, size=s)))
 
-_tanh = defprim("tanh", np.tanh, vjps=(lambda g, out, x: g * (1.0 - square(out)),),
+_tanh = defprim("tanh", np.tanh, vjps=(lambda g, out, x: (1.0 - square(out)) * g,),
                 jvps=(lambda t, out, x: t * (1.0 - square(out)),), elementwise=True)
 tanh = register("tanh", unary(_tanh, "Hyperbolic tangent.  d/dx tanh x = 1 - tanh² x."),
                 _unary_samples(_normal))
@@ -230,7 +234,7 @@ def _sigmoid_impl(x):
 
 
 _sigmoid = defprim("sigmoid", _sigmoid_impl,
-                   vjps=(lambda g, out, x: g * (out * (1.0 - out)),),
+                   vjps=(lambda g, out, x: (out * (1.0 - out)) * g,),
                    jvps=(lambda t, out, x: t * (out * (1.0 - out)),), elementwise=True)
 sigmoid = register("sigmoid", unary(_sigmoid, """Logistic sigmoid 1 / (1 + exp(-x)), stable.
 
@@ -250,7 +254,7 @@ def _softplus_impl(x):
     return np.logaddexp(0.0, x)
 
 
-_softplus = defprim("softplus", _softplus_impl, vjps=(lambda g, out, x: g * sigmoid(x),),
+_softplus = defprim("softplus", _softplus_impl, vjps=(lambda g, out, x: sigmoid(x) * g,),
                     jvps=(lambda t, out, x: t * sigmoid(x),), elementwise=True)
 softplus = register("softplus", unary(_softplus, """log(1 + exp(x)), stable for any x.
 
