@@ -11,7 +11,7 @@ from ..tensor import TENSOR_TRACE, Tensor
 
 __all__ = [
     "Box", "bind", "unary", "binary", "op_error", "describe", "norm_axes", "lead", "shape_of",
-    "ndim_of", "dtype_of", "const_as", "raw", "call", "tensor_call1", "Tensor",
+    "ndim_of", "dtype_of", "const_as", "raw", "call", "tensor_call1", "tensor_call", "Tensor",
 ]
 
 
@@ -63,6 +63,41 @@ def tensor_call1(prim, x, params):
     vjps = prim.vjps
     t._node = None if node is None or vjps is None or vjps[0] is None or not _grad_on[0] \
         else (new_seq(), prim, (v,), params, out, ((0, node),))
+    return t
+
+
+def tensor_call(prim, args, params):
+    """``prim(*args, **params)`` when every argument is a :class:`~calcml.Tensor` or a plain
+    value (no transform's box): what the tensor trace's ``process`` does, without its general
+    dispatch, including ``impl_saving``.  Returns None when an argument is a transform's box
+    (the caller then takes the general path)."""
+    vals = []
+    parents = []
+    vjps = prim.vjps
+    record = vjps is not None and _grad_on[0]
+    i = 0
+    for a in args:
+        if type(a) is Tensor:
+            vals.append(a._value)
+            if record and a._node is not None and vjps[i] is not None:
+                parents.append((i, a._node))
+        elif isinstance(a, Box):
+            return None
+        else:
+            vals.append(a)
+        i += 1
+    try:
+        if parents and prim.impl_saving is not None:
+            out, saved = prim.impl_saving(*vals, **params)
+            params = {**params, "_saved": saved}  # see Primitive.impl_saving
+        else:
+            out = prim.impl(*vals, **params)
+    except _KINDS as e:
+        raise op_error(prim.name, vals, e) from None
+    t = _new(Tensor)
+    t._value = out
+    t._trace = TENSOR_TRACE
+    t._node = (new_seq(), prim, vals, params, out, parents) if parents else None
     return t
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.registry import PRIMITIVES, Sample, defprim, register
-from ._base import call, shape_of
+from ._base import Tensor, call, shape_of, tensor_call
 from .elementwise import add, relu, sigmoid, tanh
 from .linalg import (
     _lin_jvp_b,
@@ -190,7 +190,12 @@ def dense_stack(x, *weights_and_biases, activations):
     if len(weights_and_biases) != 2 * len(acts):
         raise ValueError(f"calcml.dense_stack: {len(acts)} activations need {2 * len(acts)} "
                          f"weights and biases (W_1, b_1, ...), got {len(weights_and_biases)}")
-    return call(_dense, (x, *weights_and_biases), params)
+    args = (x, *weights_and_biases)
+    if type(x) is Tensor or type(weights_and_biases[0]) is Tensor:  # an eager model
+        t = tensor_call(_dense, args, params)
+        if t is not None:
+            return t
+    return call(_dense, args, params)
 
 
 def _samples(rng):

@@ -24,6 +24,7 @@ from ._base import (
     op_error,
     raw,
     shape_of,
+    tensor_call,
     tensor_call1,
 )
 from .elementwise import exp, sqrt, where
@@ -571,6 +572,10 @@ def softmax_cross_entropy(z, labels):
     k = 1) and +inf otherwise, and its gradient row (softmax - onehot)/M stays finite.  A row
     of -inf only (0/0) and NaN logits give NaN.
     """
+    if type(z) is Tensor:  # an eager model's logits: recorded directly
+        t = tensor_call(_sce, (z, labels), _EMPTY)
+        if t is not None:
+            return t
     z_ = z if isinstance(z, Box) else backend.asarray(z)
     return call(_sce, (z_, labels), {})
 
