@@ -408,7 +408,7 @@ def zeros_like_tree(params, initial=0.0):
         shape, dt = np.shape(p), getattr(p, "dtype", np.float64)
         if np.dtype(dt).kind not in "fc":
             dt = np.float64
-        z = backend.zeros(shape, dt, like=p)
+        z = backend.zeros_aligned(shape, dt, like=p)  # lives as long as the optimizer
         if initial:
             z += initial
         out.append(z)
