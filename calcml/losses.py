@@ -57,7 +57,7 @@ from .ops import (
     where,
 )
 from .ops._base import Box, raw
-from .ops.reductions import softmax_cross_entropy
+from .ops.reductions import labels_below, softmax_cross_entropy
 from .tensor import Tensor
 
 __all__ = [
@@ -713,22 +713,6 @@ class Focal(Loss):
 
 # --- losses over a class axis ---------------------------------------------------------------
 
-_UNSIGNED = {np.dtype(s): np.dtype(u) for s, u in
-             ((np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32),
-              (np.int64, np.uint64))}
-
-
-def _labels_below(v, C):
-    """Whether every integer label in ``v`` lies in 0..C-1, with one reduction: read as
-    unsigned, a negative label is huge."""
-    dt = v.dtype
-    if dt.kind == "i":
-        v = v.view(_UNSIGNED.get(dt) or dt.str.replace("i", "u"))
-    if type(v) is np.ndarray:  # what ndarray.max calls, without its Python wrapper
-        return int(np.maximum.reduce(v, axis=None)) < C
-    return int(v.max()) < C
-
-
 class CrossEntropy(Loss):
     r"""Softmax cross-entropy from logits: ``cross_entropy(y_true, logits)``.
 
@@ -798,7 +782,7 @@ class CrossEntropy(Loss):
                     f"{_desc(z)} (cast with .astype(int), or pass probabilities of the "
                     f"logits' shape)")
             v = raw(y)
-            if v.size and not _labels_below(v, C):
+            if v.size and not labels_below(v, C):
                 xp = backend.get_xp(v)
                 lo, hi = int(xp.min(v)), int(xp.max(v))
                 if lo < 0 or hi >= C:
@@ -813,14 +797,18 @@ class CrossEntropy(Loss):
 
     def _value(self, y_true, y_pred):
         # The usual call of a training loop, decided in a few checks: integer labels (n,) as
-        # a NumPy array for (n, C) float logits (a Tensor or an array) with every label in
-        # 0..C-1.  Anything else, including every error, takes the general path below.
+        # a NumPy array for (n, C) float logits (a Tensor or an array).  The fused primitive
+        # checks that every label is in 0..C-1 (an IndexError before anything is recorded).
+        # Anything else, including every error, takes the general path below, which names
+        # what is wrong.
         z = y_pred._value if type(y_pred) is Tensor else y_pred
         if (type(y_true) is np.ndarray and type(z) is np.ndarray and y_true.ndim == 1
                 and z.ndim == 2 and y_true.dtype.kind in "iu" and z.dtype.kind == "f"
-                and y_true.shape[0] == z.shape[0] and y_true.size and z.shape[1]
-                and _labels_below(y_true, z.shape[1])):
-            return softmax_cross_entropy(y_pred, y_true)
+                and y_true.shape[0] == z.shape[0] and y_true.size and z.shape[1]):
+            try:
+                return softmax_cross_entropy(y_pred, y_true)
+            except IndexError:
+                pass
         z = _float_pred(self.name, y_pred)
         t = self._target(y_true, z)
         if tuple(t.shape) != tuple(z.shape):  # labels: one fused step, no one-hot matrix

@@ -848,6 +848,31 @@ def test_optimizer_step_replaces_a_read_only_parameter_array():
     assert q.data.dtype == np.float32 and np.array_equal(q.data, [0.5, 0.5])
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_step_replaces_a_read_only_parameter_and_keeps_the_others(nesterov):
+    # the one-frame momentum path (apply_all): a read-only .data (a broadcast view) is
+    # replaced by a new array, the other parameters are updated in place, and every value is
+    # the functional chain's
+    base = np.ones(3)
+    p = cm.tensor(np.ones((2, 3)), requires_grad=True)
+    q = cm.tensor(np.array([1.0, -1.0]), requires_grad=True)
+    opt = cm.optim.Optimizer([p, q], cm.optim.sgd(0.5, momentum=0.9, nesterov=nesterov))
+    p.data = np.broadcast_to(base, (2, 3))
+    q_array = q.data
+    tx = O.sgd(0.5, momentum=0.9, nesterov=nesterov)
+    theta = [np.ones((2, 3)), np.array([1.0, -1.0])]
+    state = tx.init(theta)
+    for k in range(3):
+        g = [np.full((2, 3), 2.0 + k), np.array([0.5, 0.25 * k])]
+        p.grad, q.grad = g[0].copy(), g[1].copy()
+        opt.step()
+        u, state = tx.update(g, state, theta)
+        theta = O.apply_updates(theta, u)
+        assert np.array_equal(p.data, theta[0]) and np.array_equal(q.data, theta[1])
+    assert np.array_equal(base, np.ones(3))  # the view's memory was never written
+    assert p.data.flags.writeable and q.data is q_array  # replaced once; q in place
+
+
 def test_step_counts_of_schedules_and_integer_parameters_get_named_errors():
     for bad in (float("nan"), float("inf"), 2.5):
         with pytest.raises(ValueError, match="step_decay: step_size must be an integer"):

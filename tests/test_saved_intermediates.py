@@ -34,8 +34,9 @@ def test_tensor_backward_uses_the_saved_softmax_and_can_run_twice(dtype):
     loss = cm.losses.cross_entropy(y, Z)
     node = loss._node
     assert node[1] is PRIMITIVES["softmax_cross_entropy"]
-    e, s = node[3]["_saved"]  # the forward's exponentials and their row sums
+    e, s, flat = node[3]["_saved"]  # the forward's exponentials, their row sums, the labels
     e0, s0 = e.copy(), s.copy()
+    np.testing.assert_array_equal(flat, y + 4 * np.arange(6))  # positions in z.reshape(-1)
     loss.backward()
     assert Z.grad.dtype == dtype
     assert_close(Z.grad, _closed_form(z.astype(np.float64), y), 1e-6 if dtype == np.float32
@@ -86,3 +87,54 @@ def test_saved_intermediates_are_not_shown_as_parameters():
     ops = [n for n in g.nodes if n.kind == "op"]
     assert any(n.op == "softmax_cross_entropy" for n in ops)
     assert all("_saved" not in n.params for n in ops)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 10), (5, 1), (3, 32), (4, 33), (2, 3, 4), (0, 5),
+                                   (7,)])
+def test_row_max_is_numpys_bit_for_bit(dtype, shape):
+    # the transposed reduction used for few classes gives NumPy's row maxima exactly,
+    # including NaN, infinities and signed zeros, on contiguous and strided inputs
+    from calcml.ops.reductions import _row_max
+
+    z = RNG.normal(size=shape).astype(dtype)
+    if z.size >= 8:
+        flat = z.reshape(-1)
+        flat[:4] = [np.nan, np.inf, -np.inf, -0.0]
+    for v in (z, z[::-1], np.swapaxes(z, -1, -2) if z.ndim > 1 else z):
+        if v.shape[-1] == 0:  # no class: NumPy's error, not an empty answer
+            with pytest.raises(ValueError, match="zero-size array"):
+                _row_max(v)
+            continue
+        got, want = _row_max(v), np.max(v, axis=-1, keepdims=True)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("ldtype", [np.int64, np.int32, np.uint8, np.uint64, np.int8])
+def test_fused_loss_takes_every_integer_label_dtype(ldtype):
+    z = RNG.normal(size=(9, 5))
+    y = RNG.integers(0, 5, size=9)
+    want = float(cm.losses.cross_entropy(y, z))
+    Z = cm.tensor(z, requires_grad=True)
+    loss = cm.losses.cross_entropy(y.astype(ldtype), Z)
+    loss.backward()
+    assert float(loss) == want
+    np.testing.assert_array_equal(Z.grad, cm.losses.cross_entropy.derivative(y, z))
+
+
+@pytest.mark.parametrize("bad", [-1, 5, 2**40])
+def test_out_of_range_labels_are_refused_by_the_primitive_and_named_by_the_loss(bad):
+    from calcml.ops.reductions import softmax_cross_entropy
+
+    z = RNG.normal(size=(3, 5))
+    y = np.array([0, bad, 2])
+    for logits in (z, cm.tensor(z, requires_grad=True)):
+        # the loss names the range it found, from its fast path (a Tensor) or not
+        with pytest.raises(IndexError, match=r"cross_entropy: labels must be in 0\.\.4"):
+            cm.losses.cross_entropy(y, logits)
+        # the primitive called directly: an IndexError naming the op, never a wrapped row
+        with pytest.raises(IndexError, match=r"softmax_cross_entropy.*labels must be in 0\.\.4"):
+            softmax_cross_entropy(logits, y)
+    with pytest.raises(IndexError, match=r"softmax_cross_entropy.*labels must be in 0\.\.4"):
+        cm.grad(lambda v: softmax_cross_entropy(v, y))(z)

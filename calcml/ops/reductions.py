@@ -448,13 +448,67 @@ def _sce_limit_logits(z):
     return zz
 
 
+_UNSIGNED = {np.dtype(s): np.dtype(u) for s, u in
+             ((np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32),
+              (np.int64, np.uint64))}
+
+
+def labels_below(v, C):
+    """Whether every integer label in ``v`` lies in 0..C-1, with one reduction: read as
+    unsigned, a negative label is huge."""
+    dt = v.dtype
+    if dt.kind == "i":
+        v = v.view(_UNSIGNED.get(dt) or dt.str.replace("i", "u"))
+    if type(v) is np.ndarray:  # what ndarray.max calls, without its Python wrapper
+        return int(_max_reduce(v, axis=None)) < C
+    return int(v.max()) < C
+
+
+def _sce_flat_labels(z, labels):
+    """The positions of the labelled logits in ``z.reshape(-1)``: label + C·row, after
+    checking that every label is in 0..C-1 (an ``IndexError`` naming the range if not; the
+    loss functions check first and say more)."""
+    C = z.shape[-1]
+    lab = labels.reshape(-1)
+    if lab.size and not labels_below(lab, C):
+        raise IndexError(f"labels must be in 0..{C - 1} for {C} classes")
+    if lab.dtype != np.intp:
+        lab = lab.astype(np.intp)
+    if type(lab) is np.ndarray:
+        key = (lab.size, C)
+        starts = _ROW_STARTS.get(key)
+        if starts is None:
+            if len(_ROW_STARTS) > 64:
+                _ROW_STARTS.clear()
+            starts = _ROW_STARTS[key] = np.arange(0, lab.size * C, C, dtype=np.intp)
+            starts.flags.writeable = False
+        return lab + starts
+    return lab + backend.get_xp(lab).arange(0, lab.size * C, C, dtype=lab.dtype)
+
+
+_ROW_STARTS: dict = {}  # (rows, C) -> C·arange(rows), for _sce_flat_labels
+
+
+def _row_max(z):
+    """max(z, axis=-1, keepdims=True).  With a few classes, the maxima of a 2-D NumPy ``z``
+    are taken down the rows of a contiguous copy of zᵀ: one vectorised pass instead of one
+    short reduction per row (3x faster at 64 x 10), and the same numbers (a maximum does not
+    depend on the order of comparison)."""
+    if type(z) is np.ndarray:
+        if z.ndim == 2 and z.shape[-1] <= 32:
+            return _max_reduce(z.T.copy(), 0).reshape(-1, 1)
+        return _max_reduce(z, -1, None, None, True)
+    return z.max(axis=-1, keepdims=True)
+
+
 def _sce_impl(z, labels):
     """Mean over rows of logsumexp(z_r) - z_{r, y_r}; see :func:`softmax_cross_entropy`."""
     xp = backend.get_xp(z)
     M = labels.size
-    zz = z - z.max(axis=-1, keepdims=True)
+    flat = _sce_flat_labels(z, labels)
+    zz = z - _row_max(z)
     lse = xp.log(xp.exp(zz).sum(axis=-1))
-    picked = zz.reshape(-1, z.shape[-1])[xp.arange(M), labels.reshape(-1)]
+    picked = zz.reshape(-1)[flat]
     out = (lse.sum() - picked.sum()) * (1.0 / (M or 1))
     if not math.isfinite(out):  # an infinite logit: the limit, row by row (_sce_limit_logits)
         zz = _sce_limit_logits(z)
@@ -466,32 +520,32 @@ def _sce_impl(z, labels):
 
 
 def _sce_saving(z, labels):
-    """``_sce_impl`` that also keeps (e, s), e = exp(z - max z) and s = Σ e along the last
-    axis, from which the backward step forms softmax(z) = e / s without recomputing it."""
+    """``_sce_impl`` that also keeps (e, s, flat), e = exp(z - max z) and s = Σ e along the
+    last axis, from which the backward step forms softmax(z) = e / s without recomputing
+    it, and the labels' positions in the flattened logits."""
     xp = backend.get_xp(z)
     M = labels.size
-    if xp is np:  # the reductions ndarray.max and .sum make, without their Python wrappers
-        zz = z - _max_reduce(z, -1, None, None, True)
+    flat = _sce_flat_labels(z, labels)
+    zz = z - _row_max(z)
+    if xp is np:  # the reductions ndarray.sum makes, without its Python wrapper
         e = np.exp(zz)
         s = _add_reduce(e, -1, None, None, True)
     else:
-        zz = z - z.max(axis=-1, keepdims=True)
         e = xp.exp(zz)
         s = e.sum(axis=-1, keepdims=True)
-    picked = zz.reshape(-1, z.shape[-1])[xp.arange(M), labels.reshape(-1)]
+    picked = zz.reshape(-1)[flat]
     out = (xp.log(s).sum() - picked.sum()) * (1.0 / (M or 1))
     if not math.isfinite(out):  # an infinite logit: the guarded path, nothing kept
         return _sce_impl(z, labels), None
-    return out, (e, s)
+    return out, (e, s, flat)
 
 
-def _sce_grad_from_saved(e, s, labels):
-    """(softmax(z) - onehot(labels)) / M from the forward's e and s (a fresh array)."""
-    xp = backend.get_xp(e)
-    M = labels.size
+def _sce_grad_from_saved(e, s, flat):
+    """(softmax(z) - onehot(labels)) / M from the forward's e, s and label positions (a
+    fresh array)."""
     out = e / s
-    out.reshape(-1, e.shape[-1])[xp.arange(M), labels.reshape(-1)] -= 1.0
-    out *= 1.0 / (M or 1)
+    out.reshape(-1)[flat] -= 1.0
+    out *= 1.0 / (flat.size or 1)
     return out
 
 
@@ -499,7 +553,7 @@ def _sce_vjp(g, out, z, labels, _saved=None):
     if _saved is None:  # higher order, or a direct call: in calcml operations
         return g * softmax_cross_entropy_grad(z, labels)
     # first order over plain arrays: z is a constant to every trace, and so is its softmax
-    d = _sce_grad_from_saved(*_saved, labels)
+    d = _sce_grad_from_saved(*_saved)
     if type(g) is np.ndarray and g.shape == () and g.dtype == d.dtype and g.item() == 1.0:
         return d  # the seed of loss.backward(): x * 1 is x exactly, skip the product
     return g * d
@@ -509,7 +563,8 @@ def _sce_grad_impl(z, labels):
     """(softmax(z) - onehot(labels)) / M; rows with a +inf logit take the limit softmax."""
     xp = backend.get_xp(z)
     M = labels.size
-    m = z.max(axis=-1, keepdims=True)
+    flat = _sce_flat_labels(z, labels)
+    m = _row_max(z)
     if not bool(xp.isfinite(m).all()):  # a +inf (or NaN, or all -inf) row: the guarded path
         e = np.exp(_sce_limit_logits(z))
         with np.errstate(invalid="ignore"):
@@ -517,7 +572,7 @@ def _sce_grad_impl(z, labels):
     else:
         e = xp.exp(z - m)
         e /= e.sum(axis=-1, keepdims=True)  # softmax(z), a fresh contiguous array
-    e.reshape(-1, z.shape[-1])[xp.arange(M), labels.reshape(-1)] -= 1.0
+    e.reshape(-1)[flat] -= 1.0
     e *= 1.0 / (M or 1)
     return e
 
@@ -562,8 +617,8 @@ def softmax_cross_entropy(z, labels):
     Notes
     -----
     L = (1/M) Σ_i (logsumexp(z_i) - z_i,y_i), computed with the row maximum subtracted;
-    ∂L/∂z = (softmax(z) - onehot(y)) / M.  The labels are not checked here: the caller
-    (``calcml.losses.cross_entropy``) validates them.
+    ∂L/∂z = (softmax(z) - onehot(y)) / M.  A label outside 0..C-1 raises an ``IndexError``
+    (``calcml.losses.cross_entropy`` checks the labels first and names the range it found).
 
     Infinite logits take the limit (a guarded path, run only when the fast one is not
     finite).  A -inf logit has probability 0: its row's term is +inf if it is the label's,

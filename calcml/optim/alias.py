@@ -108,6 +108,34 @@ def _momentum_start(general, mu, nesterov, lr):
                 return b * step, True
             return np.multiply(b, step, out=empty_like(b)), True  # a 0-d leaf stays 0-d
 
+        def apply_all(grads, params, on_error):
+            """``kernel`` and then θ += u for every leaf, in this one frame (the in-place
+            path of Optimizer.step): the same operations in the same order.  A parameter
+            that refuses ``+=`` goes to ``on_error(i, θ, u, exc)``."""
+            i = 0
+            for b, g, d in zip(b_leaves, grads, params):
+                gd = g.dtype
+                if gd is not b.dtype and gd != b.dtype:
+                    g = as_dtype(g, b.dtype)
+                b *= mu
+                b += g
+                if nesterov:
+                    u = np.multiply(b, mu, out=empty_like(b))
+                    u += g
+                    np.multiply(u, step, out=u)
+                elif b.ndim:
+                    u = b * step
+                else:
+                    u = np.multiply(b, step, out=empty_like(b))
+                try:
+                    d += u  # in place; same_kind casting keeps d's dtype
+                except ValueError as exc:
+                    on_error(i, d, u, exc)
+                del u  # freed before the next leaf's update, which reuses it while in cache
+                i += 1
+
+        kernel.apply_all = apply_all
+
         def finish():  # the buffers were updated in place: the trace state is the same tree
             return ts, ScaleByLearningRateState(next_count(k), np.asarray(a))
 

@@ -159,6 +159,12 @@ class Optimizer:
             # parameter's temporaries are freed before the next one's are made.  The
             # optimizer owns its state, so the buffers are updated in place.
             kernel, finish, _ = start(self.state, data, True)
+            apply_all = getattr(kernel, "apply_all", None)
+            if apply_all is not None:  # a kernel that also applies θ += u, all in one frame
+                apply_all(grads, data, lambda i, d, u, exc: _replace_read_only(params[i], d, u,
+                                                                              exc))
+                self.state = self._state_checked = finish()
+                return
             for i in range(len(params)):
                 d = data[i]
                 u = kernel(i, grads[i], d, False)[0]
