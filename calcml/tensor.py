@@ -108,6 +108,11 @@ _affine_node = None
 _new = object.__new__
 from ._core.trace import new_seq as next_seq  # noqa: E402
 
+#: dtype -> the read-only 0-d array 1 that seeds ``backward()`` of a scalar loss.  No rule
+#: writes into a cotangent it is given, and a leaf gradient that would be this very array is
+#: copied first (``taken`` in ``Tensor.backward``).
+_UNIT_SEEDS: dict = {}
+
 
 class Tensor(Box):
     """An array that records the operations applied to it, for ``backward()``.
@@ -191,7 +196,13 @@ class Tensor(Box):
                 raise RuntimeError(
                     f"calcml.Tensor.backward: a gradient can be implied only for a scalar; "
                     f"this tensor has shape {tuple(v.shape)}: pass gradient=")
-            seed = backend.ones(v.shape, v.dtype, like=v)
+            if type(v) is np.ndarray and v.ndim == 0:  # a scalar loss: a shared read-only 1
+                seed = _UNIT_SEEDS.get(v.dtype)
+                if seed is None:
+                    seed = _UNIT_SEEDS[v.dtype] = np.ones((), v.dtype)
+                    seed.flags.writeable = False
+            else:
+                seed = backend.ones(v.shape, v.dtype, like=v)
         else:
             seed = gradient._value if isinstance(gradient, Tensor) else gradient
             seed = backend.get_xp(seed, v).asarray(seed)

@@ -151,6 +151,30 @@ def test_frozen_parameters_get_no_gradient():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5, 4), (4,), (2, 3, 4)])
+def test_a_frozen_first_layer_and_an_input_gradient(dtype, shape):
+    # the backward step starts at the earliest layer it needs: with the first layer frozen
+    # it stops before it, unless the input wants a gradient; bit for bit the layers' numbers
+    model = _model(dtype)
+    model[0].weight.requires_grad = False
+    model[0].bias.requires_grad = False
+    x = np.random.default_rng(5).normal(size=shape).astype(dtype)
+    _, g1 = _grads_of(model, model, x)
+    _, g2 = _grads_of(model, lambda v: _one_by_one(model, v), x)
+    assert len(g1) == len(g2) == 4
+    for a, b in zip(g1, g2, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    xs = []
+    for run in (model, lambda v: _one_by_one(model, v)):
+        xt = cm.tensor(x, requires_grad=True)
+        cm.sum(run(xt) * run(xt)).backward()
+        xs.append(xt.grad)
+    assert xs[0].dtype == dtype and xs[0].shape == shape
+    np.testing.assert_array_equal(xs[0], xs[1])
+
+
 def test_input_gradient_and_transforms_through_a_fused_model():
     model = _model(np.float64, ("tanh", "sigmoid"))
     x = np.random.default_rng(4).normal(size=(3, 4))

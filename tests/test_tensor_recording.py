@@ -278,3 +278,19 @@ def test_dense_stack_and_classifier_loss_on_tensors_match_the_reverse_trace():
     consts = [cm.tensor(a) for a in (w1, b1, w2, b2)]
     gx = cm.grad(lambda x: f(x, *consts))(x)
     np.testing.assert_allclose(gx, cm.grad(f)(x, w1, b1, w2, b2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_shared_scalar_seed_never_becomes_a_gradient(dtype):
+    # backward() of a scalar starts from one shared read-only 1 per dtype: a leaf whose
+    # gradient would be that very array (the root itself, or a rule that passes the
+    # cotangent on) gets its own writeable copy, and writing into it changes no later seed
+    for make in (lambda w: w, lambda w: w + 0.0, lambda w: cm.sum(w), lambda w: w * 1.0):
+        w = cm.tensor(np.array(2.0, dtype), requires_grad=True)
+        make(w).backward()
+        g = w.grad
+        assert g.dtype == dtype and g.shape == () and g.flags.writeable and float(g) == 1.0
+        g += 5.0
+        v = cm.tensor(np.array(3.0, dtype), requires_grad=True)
+        make(v).backward()
+        assert float(v.grad) == 1.0 and float(w.grad) == 6.0

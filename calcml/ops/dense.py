@@ -98,6 +98,8 @@ def _vjp_joint(g, out, vals, params, wanted):
         # NumPy cotangent too, nothing is traced, and the products go to NumPy directly: the
         # very calls that ``matmul`` and linear's rule make, so the same numbers bit for bit.
         raw = type(g) is np.ndarray
+        if raw and type(x) is np.ndarray:
+            return _vjp_arrays(g, wb, acts, hs, zs, wanted)
         mm, dw = (np.matmul, _lin_vjp_w_array) if raw else (matmul, _lin_vjp_w)
     want = set(wanted)
     first = 0 if 0 in want else (min(wanted) - 1) // 2  # the earliest layer needed
@@ -117,6 +119,39 @@ def _vjp_joint(g, out, vals, params, wanted):
         xs = tuple(shape_of(x))
         res[0] = g if tuple(shape_of(g)) == xs else sum_to(g, xs)
     return [res[i] for i in wanted]
+
+
+def _vjp_arrays(g, wb, acts, hs, zs, wanted):
+    """``_vjp_joint`` at first order on NumPy arrays (the forward's hs, zs kept), in one
+    frame: the same NumPy calls as the general loop (the activation's rule, then linear's
+    rules: gᵀh, the sum over the leading axes, g W), so the same numbers bit for bit."""
+    first = min(wanted)
+    need_x = first == 0
+    first = 0 if need_x else (first - 1) // 2  # the earliest layer needed
+    res = [None] * (len(wb) + 1)
+    matmul_, vjp_w = np.matmul, _lin_vjp_w_array
+    for k in range(len(acts) - 1, first - 1, -1):
+        w, b = wb[2 * k], wb[2 * k + 1]
+        act = _ACT_RULES[acts[k]]
+        gz = g if act is None else act(g, hs[k + 1], zs[k])
+        h = hs[k]
+        if gz.ndim == 2 and h.ndim == 2:
+            res[2 * k + 1] = matmul_(gz.swapaxes(-1, -2), h)
+        else:
+            res[2 * k + 1] = vjp_w(gz, zs[k], h, w, b)
+        res[2 * k + 2] = _add_reduce(gz, 0) if gz.ndim == 2 and b.ndim == 1 \
+            else sum_to(gz, b.shape)  # (what sum_to computes for a bias (out,))
+        if k > first or need_x:
+            g = matmul_(gz, w)
+    if need_x:
+        xs = hs[0].shape
+        res[0] = g if g.shape == xs else sum_to(g, xs)
+    return [res[i] for i in wanted]
+
+
+_add_reduce = np.add.reduce
+#: Each activation's reverse rule vjp(g, out, x) by name (None: the identity).
+_ACT_RULES = {name: (None if a is None else a[1].vjps[0]) for name, a in ACTIVATIONS.items()}
 
 
 def _jvp_joint(tans, out, vals, params):

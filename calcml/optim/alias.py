@@ -75,17 +75,42 @@ def sgd(learning_rate, momentum=0.0, nesterov=False):
                           _momentum_start(t.update.start, mu, bool(nesterov), lr))
 
 
+def _momentum_leaf(b, g, mu, step, nesterov):
+    """One leaf of ``chain(trace(mu, nesterov), scale_by_learning_rate)``: b <- mu b + g in
+    place, then the update ``step·b`` (or ``step·(g + mu b)`` with Nesterov) as a new array."""
+    gd = getattr(g, "dtype", None)
+    if gd is not b.dtype and gd != b.dtype:
+        g = as_dtype(g, b.dtype)
+    b *= mu  # trace: b <- mu b + g, in place
+    b += g
+    if nesterov:  # trace's g + mu b, then the rate, in place on that fresh array
+        u = np.multiply(b, mu, out=empty_like(b))
+        u += g
+        return np.multiply(u, step, out=u)
+    if b.ndim:
+        return b * step
+    return np.multiply(b, step, out=empty_like(b))  # a 0-d leaf stays 0-d
+
+
 def _momentum_start(general, mu, nesterov, lr):
     """The per-leaf form of ``chain(trace(mu, nesterov), scale_by_learning_rate(lr))`` with
     the two links in one kernel, for an :class:`~calcml.optim.Optimizer` that owns the state
     (its in-place path, once per training step): the same operations in the same order, so
     the same numbers, one Python call per parameter instead of three.  Anything else (a
-    state made elsewhere, the pure ``update``) goes through the chain itself."""
+    state made elsewhere, the pure ``update``) goes through the chain itself.
+
+    ``start.step_in_place(state, grads, params, on_error)`` is the whole of such a step in
+    one call: every leaf's update, θ += u in place, and the new state (None when the state
+    is not this chain's own; a parameter that refuses ``+=`` goes to
+    ``on_error(i, θ, u, exc)``)."""
     lr_name = "scale_by_learning_rate"
 
+    def own(state):
+        return (type(state) is tuple and len(state) == 2 and type(state[0]) is TraceState
+                and type(state[1]) is ScaleByLearningRateState)
+
     def start(state, params, own_state):
-        if not (own_state and type(state) is tuple and len(state) == 2
-                and type(state[0]) is TraceState and type(state[1]) is ScaleByLearningRateState):
+        if not (own_state and own(state)):
             return general(state, params, own_state)
         ts, ss = state
         b_leaves, td = flatten(ts.trace)
@@ -94,53 +119,32 @@ def _momentum_start(general, mu, nesterov, lr):
         step = -a
 
         def kernel(i, g, p, own):
-            b = b_leaves[i]
-            gd = getattr(g, "dtype", None)
-            if gd is not b.dtype and gd != b.dtype:
-                g = as_dtype(g, b.dtype)
-            b *= mu  # trace: b <- mu b + g, in place
-            b += g
-            if nesterov:  # trace's g + mu b, then the rate, in place on that fresh array
-                u = np.multiply(b, mu, out=empty_like(b))
-                u += g
-                return np.multiply(u, step, out=u), True
-            if b.ndim:
-                return b * step, True
-            return np.multiply(b, step, out=empty_like(b)), True  # a 0-d leaf stays 0-d
-
-        def apply_all(grads, params, on_error):
-            """``kernel`` and then θ += u for every leaf, in this one frame (the in-place
-            path of Optimizer.step): the same operations in the same order.  A parameter
-            that refuses ``+=`` goes to ``on_error(i, θ, u, exc)``."""
-            i = 0
-            for b, g, d in zip(b_leaves, grads, params):
-                gd = g.dtype
-                if gd is not b.dtype and gd != b.dtype:
-                    g = as_dtype(g, b.dtype)
-                b *= mu
-                b += g
-                if nesterov:
-                    u = np.multiply(b, mu, out=empty_like(b))
-                    u += g
-                    np.multiply(u, step, out=u)
-                elif b.ndim:
-                    u = b * step
-                else:
-                    u = np.multiply(b, step, out=empty_like(b))
-                try:
-                    d += u  # in place; same_kind casting keeps d's dtype
-                except ValueError as exc:
-                    on_error(i, d, u, exc)
-                del u  # freed before the next leaf's update, which reuses it while in cache
-                i += 1
-
-        kernel.apply_all = apply_all
+            return _momentum_leaf(b_leaves[i], g, mu, step, nesterov), True
 
         def finish():  # the buffers were updated in place: the trace state is the same tree
             return ts, ScaleByLearningRateState(next_count(k), np.asarray(a))
 
         return kernel, finish, (b_leaves, td, "state")
 
+    def step_in_place(state, grads, params, on_error):
+        if not own(state):
+            return None
+        ts, ss = state
+        k = int(ss.count)
+        a = rate_at(lr_name, lr, k)
+        step = -a
+        i = 0
+        for b, g, d in zip(flatten(ts.trace)[0], grads, params):
+            u = _momentum_leaf(b, g, mu, step, nesterov)
+            try:
+                d += u  # in place; same_kind casting keeps d's dtype
+            except ValueError as exc:
+                on_error(i, d, u, exc)
+            del u  # freed before the next leaf's update, which reuses it while in cache
+            i += 1
+        return ts, ScaleByLearningRateState(next_count(k), np.asarray(a))
+
+    start.step_in_place = step_in_place
     return start
 
 

@@ -158,13 +158,14 @@ class Optimizer:
             # One parameter at a time: every link of the chain, then θ += u, so that each
             # parameter's temporaries are freed before the next one's are made.  The
             # optimizer owns its state, so the buffers are updated in place.
+            in_place = getattr(start, "step_in_place", None)
+            if in_place is not None:  # the whole step in one call (sgd with momentum)
+                state = in_place(self.state, grads, data,
+                                 lambda i, d, u, exc: _replace_read_only(params[i], d, u, exc))
+                if state is not None:
+                    self.state = self._state_checked = state
+                    return
             kernel, finish, _ = start(self.state, data, True)
-            apply_all = getattr(kernel, "apply_all", None)
-            if apply_all is not None:  # a kernel that also applies θ += u, all in one frame
-                apply_all(grads, data, lambda i, d, u, exc: _replace_read_only(params[i], d, u,
-                                                                              exc))
-                self.state = self._state_checked = finish()
-                return
             for i in range(len(params)):
                 d = data[i]
                 u = kernel(i, grads[i], d, False)[0]
