@@ -112,6 +112,7 @@ from ._core.trace import new_seq as next_seq  # noqa: E402
 #: writes into a cotangent it is given, and a leaf gradient that would be this very array is
 #: copied first (``taken`` in ``Tensor.backward``).
 _UNIT_SEEDS: dict = {}
+_HOST = (np.ndarray, np.generic)
 
 
 class Tensor(Box):
@@ -196,7 +197,7 @@ class Tensor(Box):
                 raise RuntimeError(
                     f"calcml.Tensor.backward: a gradient can be implied only for a scalar; "
                     f"this tensor has shape {tuple(v.shape)}: pass gradient=")
-            if type(v) is np.ndarray and v.ndim == 0:  # a scalar loss: a shared read-only 1
+            if v.shape == () and isinstance(v, _HOST):  # a scalar loss: a shared read-only 1
                 seed = _UNIT_SEEDS.get(v.dtype)
                 if seed is None:
                     seed = _UNIT_SEEDS[v.dtype] = np.ones((), v.dtype)

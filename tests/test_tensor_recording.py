@@ -294,3 +294,19 @@ def test_the_shared_scalar_seed_never_becomes_a_gradient(dtype):
         v = cm.tensor(np.array(3.0, dtype), requires_grad=True)
         make(v).backward()
         assert float(v.grad) == 1.0 and float(w.grad) == 6.0
+
+
+def test_a_numpy_scalar_loss_takes_the_shared_seed_and_trains_the_same():
+    import sys
+
+    seeds = sys.modules["calcml.tensor"]._UNIT_SEEDS
+    z = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    y = np.array([0, 2, 1, 2])
+    for _ in range(2):
+        Z = cm.tensor(z, requires_grad=True)
+        loss = cm.losses.cross_entropy(y, Z)
+        assert isinstance(loss.data, np.generic)  # the fused loss's value: a NumPy scalar
+        loss.backward()
+        np.testing.assert_allclose(Z.grad, cm.losses.cross_entropy.derivative(y, z), rtol=1e-6)
+    seed = seeds[np.dtype(np.float32)]
+    assert seed.shape == () and float(seed) == 1.0 and not seed.flags.writeable
