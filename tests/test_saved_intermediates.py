@@ -138,3 +138,18 @@ def test_out_of_range_labels_are_refused_by_the_primitive_and_named_by_the_loss(
             softmax_cross_entropy(logits, y)
     with pytest.raises(IndexError, match=r"softmax_cross_entropy.*labels must be in 0\.\.4"):
         cm.grad(lambda v: softmax_cross_entropy(v, y))(z)
+
+
+def test_row_starts_cache_stays_small():
+    # the label positions' row offsets are kept for mini-batch sizes only, and at most 64
+    import calcml.ops.reductions as R
+
+    z = RNG.normal(size=(3, 4))
+    for n in list(range(1, 150)) + [9000]:
+        zn = RNG.normal(size=(n, 4))
+        y = RNG.integers(0, 4, size=n)
+        assert float(cm.losses.cross_entropy(y, zn)) == pytest.approx(
+            float(np.mean(np.log(np.exp(zn).sum(1)) - zn[np.arange(n), y])), rel=1e-12)
+        assert len(R._ROW_STARTS) <= 64
+        assert all(k[0] <= 8192 for k in R._ROW_STARTS)
+    assert float(cm.losses.cross_entropy(np.array([1, 0, 3]), z)) > 0

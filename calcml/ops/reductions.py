@@ -474,11 +474,11 @@ def _sce_flat_labels(z, labels):
         raise IndexError(f"labels must be in 0..{C - 1} for {C} classes")
     if lab.dtype != np.intp:
         lab = lab.astype(np.intp)
-    if type(lab) is np.ndarray:
+    if type(lab) is np.ndarray and lab.size <= 8192:  # a mini-batch: C·arange(rows) kept
         key = (lab.size, C)
         starts = _ROW_STARTS.get(key)
         if starts is None:
-            if len(_ROW_STARTS) > 64:
+            if len(_ROW_STARTS) >= 64:
                 _ROW_STARTS.clear()
             starts = _ROW_STARTS[key] = np.arange(0, lab.size * C, C, dtype=np.intp)
             starts.flags.writeable = False
@@ -486,7 +486,9 @@ def _sce_flat_labels(z, labels):
     return lab + backend.get_xp(lab).arange(0, lab.size * C, C, dtype=lab.dtype)
 
 
-_ROW_STARTS: dict = {}  # (rows, C) -> C·arange(rows), for _sce_flat_labels
+#: (rows, C) -> C·arange(rows) for _sce_flat_labels: at most 64 arrays of at most 8,192
+#: entries (4 MiB), emptied when full.
+_ROW_STARTS: dict = {}
 
 
 def _row_max(z):
