@@ -270,3 +270,34 @@ def test_a_second_backward_reuses_the_kept_intermediates_unchanged():
     loss.backward()  # accumulates: exactly twice the first gradient
     for a, p in zip(first, model.parameters(), strict=True):
         np.testing.assert_array_equal(p.grad, 2 * a)
+
+
+@pytest.mark.parametrize("bias", ["(1,)", "float", "0-d array", "0-d tensor"])
+def test_unusual_biases_get_the_layers_gradients(bias):
+    # a bias that broadcasts (shape (1,), a 0-d tensor) gets a gradient of its own shape, and
+    # a constant bias (a Python float, a 0-d array) gets none and breaks nothing
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3))
+    make = {"(1,)": lambda: cm.tensor(rng.normal(size=(1,)), requires_grad=True),
+            "float": lambda: 0.5, "0-d array": lambda: np.array(0.5),
+            "0-d tensor": lambda: cm.tensor(0.5, requires_grad=True)}[bias]
+    w1, b1 = rng.normal(size=(4, 3)), make()
+    w2, b2 = rng.normal(size=(2, 4)), rng.normal(size=2)
+    grads = []
+    for fused in (True, False):
+        W1, W2, B2 = (cm.tensor(a, requires_grad=True) for a in (w1, w2, b2))
+        if isinstance(b1, cm.Tensor):
+            b1.grad = None
+        if fused:
+            out = cm.ops.dense_stack(x, W1, b1, W2, B2, activations=("tanh", "identity"))
+        else:
+            out = cm.tanh(cm.tensor(x) @ W1.T + b1) @ W2.T + B2
+        cm.sum(out * out).backward()
+        gb = b1.grad.copy() if isinstance(b1, cm.Tensor) else None
+        grads.append((W1.grad, W2.grad, B2.grad, gb))
+    for a, b in zip(*grads, strict=True):
+        if a is None:
+            assert b is None
+            continue
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

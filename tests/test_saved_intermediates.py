@@ -153,3 +153,48 @@ def test_row_starts_cache_stays_small():
         assert len(R._ROW_STARTS) <= 64
         assert all(k[0] <= 8192 for k in R._ROW_STARTS)
     assert float(cm.losses.cross_entropy(np.array([1, 0, 3]), z)) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logits_in_column_order_get_the_label_term(dtype):
+    # logits that are a transposed view (x Wᵀ computed as (W xᵀ)ᵀ, say) or Fortran-ordered:
+    # the -1 at each label lands in the gradient, on every path
+    z = RNG.normal(size=(5, 4)).astype(dtype)  # (classes, rows): logits are zᵀ
+    y = np.array([0, 3, 1, 1])
+    want = cm.losses.cross_entropy.derivative(y, np.ascontiguousarray(z.T))
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    t = cm.tensor(z, requires_grad=True)
+    cm.losses.cross_entropy(y, cm.ops.swapaxes(t, 0, 1)).backward()
+    np.testing.assert_allclose(t.grad.T, want, atol=tol)
+    got = cm.grad(lambda v: cm.losses.cross_entropy(y, v))(np.asfortranarray(z.T))
+    np.testing.assert_allclose(got, want, atol=tol)
+    hv = cm.hvp(lambda v: cm.losses.cross_entropy(y, v), (np.asfortranarray(z.T),),
+                (np.ones_like(z.T),))  # second order: through softmax_cross_entropy_grad
+    hv_c = cm.hvp(lambda v: cm.losses.cross_entropy(y, v), (np.ascontiguousarray(z.T),),
+                  (np.ones_like(z.T),))
+    np.testing.assert_allclose(hv, hv_c, atol=tol)
+    z3 = np.asfortranarray(RNG.normal(size=(2, 3, 4)))
+    y3 = RNG.integers(0, 4, size=(2, 3))
+    np.testing.assert_allclose(cm.grad(lambda v: cm.losses.cross_entropy(y3, v))(z3),
+                               cm.losses.cross_entropy.derivative(y3, np.ascontiguousarray(z3)),
+                               atol=1e-14)
+
+
+@pytest.mark.parametrize("ldtype,C", [(np.int8, 300), (np.int8, 100), (np.int16, 70000)])
+def test_negative_small_int_labels_are_refused_for_many_classes(ldtype, C):
+    # read as unsigned, -1 of an int8 is 255, below 300 classes: the sign is checked too
+    z = RNG.normal(size=(2, C))
+    y = np.array([1, -1], ldtype)
+    for logits in (z, cm.tensor(z, requires_grad=True)):
+        with pytest.raises(IndexError, match=rf"labels must be in 0\.\.{C - 1}"):
+            cm.losses.cross_entropy(y, logits)
+    y_ok = np.array([1, min(C - 1, np.iinfo(ldtype).max)], ldtype)
+    want = float(np.mean(np.log(np.exp(z).sum(1)) - z[[0, 1], y_ok.astype(int)]))
+    assert float(cm.losses.cross_entropy(y_ok, z)) == pytest.approx(want, rel=1e-12)
+
+
+def test_the_primitive_refuses_float_labels():
+    from calcml.ops.reductions import softmax_cross_entropy
+
+    with pytest.raises(IndexError, match="labels must be integers, got dtype float64"):
+        softmax_cross_entropy(RNG.normal(size=(2, 3)), np.array([1.7, 0.0]))

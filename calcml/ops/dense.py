@@ -125,6 +125,7 @@ def _vjp_arrays(g, wb, acts, hs, zs, wanted):
     """``_vjp_joint`` at first order on NumPy arrays (the forward's hs, zs kept), in one
     frame: the same NumPy calls as the general loop (the activation's rule, then linear's
     rules: gᵀh, the sum over the leading axes, g W), so the same numbers bit for bit."""
+    want = set(wanted)
     first = min(wanted)
     need_x = first == 0
     first = 0 if need_x else (first - 1) // 2  # the earliest layer needed
@@ -134,13 +135,17 @@ def _vjp_arrays(g, wb, acts, hs, zs, wanted):
         w, b = wb[2 * k], wb[2 * k + 1]
         act = _ACT_RULES[acts[k]]
         gz = g if act is None else act(g, hs[k + 1], zs[k])
-        h = hs[k]
-        if gz.ndim == 2 and h.ndim == 2:
-            res[2 * k + 1] = matmul_(gz.swapaxes(-1, -2), h)
-        else:
-            res[2 * k + 1] = vjp_w(gz, zs[k], h, w, b)
-        res[2 * k + 2] = _add_reduce(gz, 0) if gz.ndim == 2 and b.ndim == 1 \
-            else sum_to(gz, b.shape)  # (what sum_to computes for a bias (out,))
+        if 2 * k + 1 in want:
+            h = hs[k]
+            if gz.ndim == 2 and h.ndim == 2:
+                res[2 * k + 1] = matmul_(gz.swapaxes(-1, -2), h)
+            else:
+                res[2 * k + 1] = vjp_w(gz, zs[k], h, w, b)
+        if 2 * k + 2 in want:
+            bs = shape_of(b)
+            # a bias (out,) under a 2-D gz: the one reduction sum_to makes, called directly
+            res[2 * k + 2] = _add_reduce(gz, 0) if gz.ndim == 2 and bs == gz.shape[1:] \
+                else sum_to(gz, bs)
         if k > first or need_x:
             g = matmul_(gz, w)
     if need_x:

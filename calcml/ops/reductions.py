@@ -455,9 +455,13 @@ _UNSIGNED = {np.dtype(s): np.dtype(u) for s, u in
 
 def labels_below(v, C):
     """Whether every integer label in ``v`` lies in 0..C-1, with one reduction: read as
-    unsigned, a negative label is huge."""
+    unsigned, a negative label is huge (at least 2^(bits-1)).  When C is larger than that
+    (int8 labels for 200 classes), every non-negative label is below C and only the sign
+    is checked."""
     dt = v.dtype
     if dt.kind == "i":
+        if C > (1 << (8 * dt.itemsize - 1)):
+            return int(v.min()) >= 0
         v = v.view(_UNSIGNED.get(dt) or dt.str.replace("i", "u"))
     if type(v) is np.ndarray:  # what ndarray.max calls, without its Python wrapper
         return int(_max_reduce(v, axis=None)) < C
@@ -470,6 +474,8 @@ def _sce_flat_labels(z, labels):
     loss functions check first and say more)."""
     C = z.shape[-1]
     lab = labels.reshape(-1)
+    if lab.dtype.kind not in "iu":
+        raise IndexError(f"labels must be integers, got dtype {lab.dtype}")
     if lab.size and not labels_below(lab, C):
         raise IndexError(f"labels must be in 0..{C - 1} for {C} classes")
     if lab.dtype != np.intp:
@@ -545,7 +551,9 @@ def _sce_saving(z, labels):
 def _sce_grad_from_saved(e, s, flat):
     """(softmax(z) - onehot(labels)) / M from the forward's e, s and label positions (a
     fresh array)."""
-    out = e / s
+    out = e / s  # (in z's memory order: made row-major, so that the flat view below is one)
+    if not out.flags.c_contiguous:
+        out = backend.get_xp(out).ascontiguousarray(out)
     out.reshape(-1)[flat] -= 1.0
     out *= 1.0 / (flat.size or 1)
     return out
@@ -574,6 +582,8 @@ def _sce_grad_impl(z, labels):
     else:
         e = xp.exp(z - m)
         e /= e.sum(axis=-1, keepdims=True)  # softmax(z), a fresh contiguous array
+    if not e.flags.c_contiguous:  # z in column order: the flat view below must be a view
+        e = xp.ascontiguousarray(e)
     e.reshape(-1)[flat] -= 1.0
     e *= 1.0 / (M or 1)
     return e
