@@ -257,6 +257,35 @@ def test_nonfinite_gradient_names_the_parameter():
     assert model.scale.data[0] == 1.0  # the step was not taken
 
 
+class _Gain(cm.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = cm.tensor(np.full(4, 1e-38, np.float32), requires_grad=True)
+
+    def forward(self, x):
+        return x * self.w
+
+
+def test_finite_gradients_whose_sum_overflows_do_not_stop_training():
+    # the cheap test sums every gradient entry: four finite float32 entries of 2e38 overflow
+    # that sum (a false alarm), which the entry-by-entry test clears, so the step is taken
+    X = np.ones((2, 4), np.float32)
+    model = _Gain()
+
+    def big(y, out):
+        return cm.sum(out * np.float32(2e38)) * np.float32(0.5)
+
+    with np.errstate(over="ignore"):
+        hist = cm.train(model, big, cm.optim.sgd(1e-40), X, np.zeros(2), epochs=2,
+                        batch_size=2, progress=False)
+    assert len(hist.history["loss"]) == 2 and np.all(np.isfinite(hist.history["loss"]))
+    assert np.all(np.isfinite(model.w.data)) and np.all(model.w.data < 0)  # stepped twice
+    from calcml.train import _grads_finite
+
+    with np.errstate(over="ignore"):
+        assert not _grads_finite([model.w])  # the cheap test alone would have stopped it
+
+
 def test_nonfinite_guard_can_be_turned_off():
     X, y = _regression(n=8)
     X[0, 0] = np.inf
