@@ -154,6 +154,8 @@ CHAINS = {
     "momentum+schedule": lambda: O.sgd(O.exponential_decay(0.1, 0.5, 2), momentum=0.9),
     "nesterov+schedule": lambda: O.sgd(O.inverse_time_decay(0.1, 0.5), momentum=0.7,
                                        nesterov=True),
+    # and so does adam (scale_by_adam's kernel, the rate, θ += u: one call for the step)
+    "adam+schedule": lambda: O.adam(O.exponential_decay(0.1, 0.5, 2), b1=0.7, b2=0.9),
 }
 
 
@@ -848,18 +850,21 @@ def test_optimizer_step_replaces_a_read_only_parameter_array():
     assert q.data.dtype == np.float32 and np.array_equal(q.data, [0.5, 0.5])
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_momentum_step_replaces_a_read_only_parameter_and_keeps_the_others(nesterov):
-    # the one-frame momentum path (apply_all): a read-only .data (a broadcast view) is
-    # replaced by a new array, the other parameters are updated in place, and every value is
-    # the functional chain's
+@pytest.mark.parametrize("make", [lambda: O.sgd(0.5, momentum=0.9),
+                                  lambda: O.sgd(0.5, momentum=0.9, nesterov=True),
+                                  lambda: O.adam(0.5)], ids=["momentum", "nesterov", "adam"])
+def test_one_call_step_replaces_a_read_only_parameter_and_keeps_the_others(make):
+    # the one-call paths of Optimizer.step (step_in_place): a read-only .data (a broadcast
+    # view) is replaced by a new array, the other parameters are updated in place, and every
+    # value is the functional chain's
     base = np.ones(3)
     p = cm.tensor(np.ones((2, 3)), requires_grad=True)
     q = cm.tensor(np.array([1.0, -1.0]), requires_grad=True)
-    opt = cm.optim.Optimizer([p, q], cm.optim.sgd(0.5, momentum=0.9, nesterov=nesterov))
+    opt = cm.optim.Optimizer([p, q], make())
+    assert hasattr(opt.transform.update.start, "step_in_place")
     p.data = np.broadcast_to(base, (2, 3))
     q_array = q.data
-    tx = O.sgd(0.5, momentum=0.9, nesterov=nesterov)
+    tx = make()
     theta = [np.ones((2, 3)), np.array([1.0, -1.0])]
     state = tx.init(theta)
     for k in range(3):
@@ -888,15 +893,18 @@ def test_step_counts_of_schedules_and_integer_parameters_get_named_errors():
         O.apply_updates(p, u)
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_momentum_optimizer_on_float32_and_0d_tensors_follows_the_functional_rule(nesterov):
-    # Optimizer.step's one-kernel momentum path: dtype, 0-d leaves and values as the chain's
+@pytest.mark.parametrize("make", [lambda: O.sgd(0.1, momentum=0.9),
+                                  lambda: O.sgd(0.1, momentum=0.9, nesterov=True),
+                                  lambda: O.adam(O.inverse_sqrt(0.1))],
+                         ids=["momentum", "nesterov", "adam"])
+def test_one_call_optimizers_on_float32_and_0d_tensors_follow_the_functional_rule(make):
+    # Optimizer.step's one-call paths: dtype, 0-d leaves and values as the chain's
     theta0 = {"a": np.array(1.5, np.float32), "v": np.array([0.5, -2.0], np.float32)}
     grads = [{"a": np.array(0.1 * (i + 1), np.float32),
               "v": np.array([0.3, -0.2 * i], np.float32)} for i in range(4)]
-    traj, _ = _run(O.sgd(0.1, momentum=0.9, nesterov=nesterov), theta0, grads)
+    traj, _ = _run(make(), theta0, grads)
     tensors = [cm.tensor(theta0[k], requires_grad=True) for k in ("a", "v")]
-    opt = O.Optimizer(tensors, O.sgd(0.1, momentum=0.9, nesterov=nesterov))
+    opt = O.Optimizer(tensors, make())
     for g in grads:
         for t, k in zip(tensors, ("a", "v")):
             t.grad = g[k].copy()

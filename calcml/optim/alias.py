@@ -22,8 +22,10 @@ from .base import (
 from .combine import chain
 from .regularization import proximal_l1
 from .transforms import (
+    ScaleByAdamState,
     ScaleByLearningRateState,
     TraceState,
+    adam_leaf,
     scale_by_adagrad,
     scale_by_adam,
     scale_by_learning_rate,
@@ -170,7 +172,42 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
     lr = rate("adam", learning_rate)
     b1, b2 = unit("adam", "b1", b1), unit("adam", "b2", b2)
     eps = nonneg("adam", "eps", eps)
-    return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(lr))
+    t = chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(lr))
+    t.update.start.step_in_place = _adam_step_in_place(b1, b2, eps, lr)
+    return t
+
+
+def _adam_step_in_place(b1, b2, eps, lr):
+    """``Optimizer.step``'s in-place path for ``adam`` in one call (see
+    :func:`_momentum_start`): for every leaf the operations of ``scale_by_adam``'s kernel
+    (:func:`~calcml.optim.transforms.adam_leaf`), then ``scale_by_learning_rate``'s product,
+    in place on that fresh update, then θ += u; so the numbers of the chain, bit for bit."""
+    lr_name = "scale_by_learning_rate"
+
+    def step_in_place(state, grads, params, on_error):
+        if not (type(state) is tuple and len(state) == 2 and type(state[0]) is ScaleByAdamState
+                and type(state[1]) is ScaleByLearningRateState):
+            return None
+        sa, ss = state
+        k = int(sa.count) + 1
+        bc1, bc2 = 1.0 - b1**k, 1.0 - b2**k
+        kl = int(ss.count)
+        a = rate_at(lr_name, lr, kl)
+        step = -a
+        i = 0
+        for m, v, g, d in zip(flatten(sa.mu)[0], flatten(sa.nu)[0], grads, params):
+            u = adam_leaf(m, v, g, m, v, b1, b2, eps, bc1, bc2)
+            np.multiply(u, step, out=u)
+            try:
+                d += u  # in place; same_kind casting keeps d's dtype
+            except ValueError as exc:
+                on_error(i, d, u, exc)
+            del u
+            i += 1
+        return (ScaleByAdamState(next_count(k - 1), sa.mu, sa.nu),
+                ScaleByLearningRateState(next_count(kl), np.asarray(a)))
+
+    return step_in_place
 
 
 def rmsprop(learning_rate, decay=0.9, eps=1e-8):

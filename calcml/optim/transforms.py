@@ -238,6 +238,27 @@ def trace(decay, nesterov=False):
 momentum = trace
 
 
+def adam_leaf(m0, v0, g, m, v, b1, b2, eps, bc1, bc2):
+    """One leaf of :func:`scale_by_adam` at step k: the moments β₁m₀ + (1-β₁)g and
+    β₂v₀ + (1-β₂)g² written into ``m`` and ``v`` (``m0`` and ``v0`` themselves when the state
+    is updated in place), and the update m̂/(√v̂ + ε) returned as a new array, with
+    ``bc1 = 1 - β₁^k``, ``bc2 = 1 - β₂^k``."""
+    g = as_dtype(g, m0.dtype)
+    np.multiply(m0, b1, out=m)
+    t = np.multiply(g, 1.0 - b1, out=empty_like(m0))
+    m += t                         # m_k
+    np.multiply(v0, b2, out=v)
+    np.multiply(g, g, out=t)
+    t *= 1.0 - b2
+    v += t                         # v_k
+    np.divide(v, bc2, out=t)       # v̂_k
+    np.sqrt(t, out=t)
+    t += eps
+    np.divide(m, t, out=t)
+    t /= bc1                       # m̂_k / (√v̂_k + ε)
+    return t
+
+
 def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
     """Adam's scaling (Kingma & Ba), without the learning rate.
 
@@ -271,7 +292,6 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
     b1 = unit(name, "b1", b1)
     b2 = unit(name, "b2", b2)
     eps = nonneg(name, "eps", eps)
-    c1, c2 = 1.0 - b1, 1.0 - b2
 
     def init(params):
         return ScaleByAdamState(zero_count(), zeros_like_tree(params), zeros_like_tree(params))
@@ -287,20 +307,9 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
 
         def kernel(i, g, p, own):
             m0, v0 = m_leaves[i], v_leaves[i]
-            g = as_dtype(g, m0.dtype)
-            m = new_m[i] = np.multiply(m0, b1, out=out_for(m0, own_state))
-            t = np.multiply(g, c1, out=empty_like(m0))
-            m += t                         # m_k
-            v = new_v[i] = np.multiply(v0, b2, out=out_for(v0, own_state))
-            np.multiply(g, g, out=t)
-            t *= c2
-            v += t                         # v_k
-            np.divide(v, bc2, out=t)       # v̂_k
-            np.sqrt(t, out=t)
-            t += eps
-            np.divide(m, t, out=t)
-            t /= bc1                       # m̂_k / (√v̂_k + ε)
-            return t, True
+            m = new_m[i] = out_for(m0, own_state)
+            v = new_v[i] = out_for(v0, own_state)
+            return adam_leaf(m0, v0, g, m, v, b1, b2, eps, bc1, bc2), True
 
         def finish():
             return ScaleByAdamState(next_count(k - 1), unflatten(td, new_m), unflatten(td, new_v))
